@@ -1,0 +1,241 @@
+"""Value types shared by every routing function: catalog, live state, requests and decisions.
+
+Everything here is immutable and free of I/O so that the API hot path, activities, workflows
+and the simulator can all call the same code with the same results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Strategy(StrEnum):
+    """A routing strategy: what the selection optimises for."""
+
+    HEALTH_BASED = "HEALTH_BASED"
+    COST_OPTIMIZED = "COST_OPTIMIZED"
+    LATENCY_OPTIMIZED = "LATENCY_OPTIMIZED"
+    AVAILABILITY_FOCUSED = "AVAILABILITY_FOCUSED"
+    HYBRID_OPTIMIZATION = "HYBRID_OPTIMIZATION"
+
+
+class Priority(StrEnum):
+    """The caller's priority for one request."""
+
+    LOW = "LOW"
+    NORMAL = "NORMAL"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+class BusinessCriticality(StrEnum):
+    """How much of the business stops when the request fails."""
+
+    LOW = "LOW"
+    STANDARD = "STANDARD"
+    IMPORTANT = "IMPORTANT"
+    REVENUE_BLOCKING = "REVENUE_BLOCKING"
+
+
+class BudgetPeriod(StrEnum):
+    """The window a budget limit applies to."""
+
+    hourly = "hourly"
+    daily = "daily"
+    weekly = "weekly"
+    monthly = "monthly"
+
+
+class BreakerState(StrEnum):
+    """Circuit breaker state of one node."""
+
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+
+class ExclusionReason(StrEnum):
+    """Why a node was not eligible for a request."""
+
+    DISABLED = "disabled"
+    BREAKER_OPEN = "breaker_open"
+    FAILED_PROVIDER = "failed_provider"
+    EXCLUDED_BY_RECOVERY = "excluded_by_recovery"
+    EMERGENCY_ONLY = "emergency_only"
+    COST_ABOVE_LIMIT = "cost_above_limit"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderNode:
+    """One provider endpoint in the catalog, with its catalog (baseline) figures."""
+
+    node_id: str
+    service: str
+    provider_name: str
+    region: str
+    success_rate: float  # percent, 0..100
+    cost_per_request: float  # currency units per request
+    latency_ms: float  # typical latency
+    health_score: float  # 0..100
+    emergency_only: bool = False
+    enabled: bool = True
+    latency_slo_ms: float = 2000.0
+    error_rate_slo: float = 5.0  # percent
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """Live figures for one node, observed since the catalog was loaded."""
+
+    node_id: str
+    health_score: float
+    success_rate: float
+    latency_ms: float
+    breaker_state: BreakerState = BreakerState.CLOSED
+    failure_probability: float = 0.0  # predicted probability of an SLO breach, 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingOverride:
+    """A recovery's hold on a service: nodes kept out of rotation and the strategy to use.
+
+    ``restore_fraction`` is the share of traffic (0..1) already given back to the excluded
+    nodes during a staged restore; 0 means fully excluded.
+    """
+
+    service: str
+    workflow_id: str
+    excluded_nodes: frozenset[str]
+    strategy: Strategy | None = None
+    restore_fraction: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyState:
+    """An active emergency override for a service, as the hot path needs it."""
+
+    service: str
+    workflow_id: str
+    coordination_id: str
+    max_budget_override: float
+    spent: float
+    deadline: datetime
+
+    def active_at(self, now: datetime) -> bool:
+        """True while the deadline has not passed and the override cap is not spent."""
+        return now < self.deadline and self.spent < self.max_budget_override
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """Server-side budget of one service for the current period."""
+
+    service: str
+    period: BudgetPeriod
+    limit: float
+    spent: float
+
+    @property
+    def remaining(self) -> float:
+        """Budget left in this period, never negative."""
+        return max(0.0, self.limit - self.spent)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSnapshot:
+    """Everything a decision depends on besides the request and the clock."""
+
+    nodes: Mapping[str, tuple[ProviderNode, ...]]  # service -> nodes, catalog order
+    health: Mapping[str, NodeHealth] = field(default_factory=dict)  # node_id -> live health
+    overrides: Mapping[str, RoutingOverride] = field(default_factory=dict)  # service -> override
+    emergencies: Mapping[str, EmergencyState] = field(default_factory=dict)
+    budgets: Mapping[str, BudgetState] = field(default_factory=dict)
+    version: int = 0
+
+    def services(self) -> tuple[str, ...]:
+        """Service names in catalog order."""
+        return tuple(self.nodes)
+
+    def node(self, node_id: str) -> ProviderNode | None:
+        """The catalog node with this id, if any."""
+        for nodes in self.nodes.values():
+            for candidate in nodes:
+                if candidate.node_id == node_id:
+                    return candidate
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRequest:
+    """One request to route, as the API received it (all optional figures may be None)."""
+
+    service: str
+    operation: str
+    request_id: str = ""
+    priority: Priority = Priority.NORMAL
+    business_criticality: BusinessCriticality = BusinessCriticality.STANDARD
+    remaining_budget: float | None = None
+    cost_per_request_limit: float | None = None
+    budget_period: BudgetPeriod = BudgetPeriod.daily
+    current_latency: float | None = None
+    target_latency: float | None = None
+    current_throughput: float | None = None
+    target_throughput: float | None = None
+    preferred_strategy: Strategy | None = None
+    failed_providers: frozenset[str] = frozenset()
+    require_predictive_analytics: bool = False
+    require_emergency_override: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """A node left out of a decision and why."""
+
+    node_id: str
+    reason: ExclusionReason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessOutcome:
+    """The business figures reported with a decision (formulas in docs/ROUTING.md)."""
+
+    estimated_cost_savings: float
+    estimated_performance_gain: float
+    risk_mitigation: str  # "high" | "medium" | "low"
+    customer_impact_reduction: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """The node chosen for a request, with the reasoning and estimates behind it."""
+
+    node: ProviderNode
+    health: NodeHealth
+    strategy: Strategy
+    strategy_reason: str
+    reason: str
+    estimated_cost: float
+    estimated_latency: float
+    estimated_success_rate: float
+    outcome: BusinessOutcome
+    confidence_score: float
+    emergency_applied: bool
+    recovery_override_applied: bool
+    exclusions: tuple[Exclusion, ...]
+    effective_budget_remaining: float | None
+    failure_probability: float = 0.0
+
+
+class NoEligibleNode(Exception):
+    """Raised when every node of a service is excluded; carries the reason for each."""
+
+    def __init__(self, service: str, exclusions: tuple[Exclusion, ...]) -> None:
+        self.service = service
+        self.exclusions = exclusions
+        reasons = ", ".join(f"{e.node_id}: {e.reason.value}" for e in exclusions) or "no nodes"
+        super().__init__(f"no eligible node for service {service!r} ({reasons})")

@@ -1,0 +1,139 @@
+"""Read the store into a RoutingSnapshot: catalog, live health, overrides, emergencies, budgets."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from routing.budget import period_start
+from routing.types import (
+    BreakerState,
+    BudgetPeriod,
+    BudgetState,
+    EmergencyState,
+    NodeHealth,
+    ProviderNode,
+    RoutingOverride,
+    RoutingSnapshot,
+    Strategy,
+)
+from store.models import (
+    BudgetSpend,
+    Emergency,
+    NodeHealthRow,
+    ProviderNodeRow,
+    ProviderService,
+    RoutingOverrideRow,
+)
+
+
+def load_snapshot(session: Session, now: datetime, version: int = 0) -> RoutingSnapshot:
+    """Everything routing needs, read in one transaction."""
+    services = session.scalars(select(ProviderService).order_by(ProviderService.position)).all()
+    rows = session.scalars(
+        select(ProviderNodeRow).order_by(ProviderNodeRow.service, ProviderNodeRow.position)
+    ).all()
+    by_service: dict[str, list[ProviderNode]] = {s.name: [] for s in services}
+    for row in rows:
+        by_service.setdefault(row.service, []).append(node_from_row(row))
+    health = {
+        row.node_id: NodeHealth(
+            node_id=row.node_id,
+            health_score=row.health_score,
+            success_rate=row.success_rate,
+            latency_ms=row.latency_p50_ms,
+            breaker_state=BreakerState(row.breaker_state),
+            failure_probability=row.failure_probability,
+        )
+        for row in session.scalars(select(NodeHealthRow))
+    }
+    return RoutingSnapshot(
+        nodes={name: tuple(nodes) for name, nodes in by_service.items()},
+        health=health,
+        overrides=load_overrides(session),
+        emergencies=load_emergencies(session, now),
+        budgets=load_budgets(session, services, now),
+        version=version,
+    )
+
+
+def node_from_row(row: ProviderNodeRow) -> ProviderNode:
+    """The routing value for one catalog row."""
+    return ProviderNode(
+        node_id=row.node_id,
+        service=row.service,
+        provider_name=row.provider_name,
+        region=row.region,
+        success_rate=row.success_rate,
+        cost_per_request=row.cost_per_request,
+        latency_ms=row.latency_ms,
+        health_score=row.health_score,
+        emergency_only=row.emergency_only,
+        enabled=row.enabled,
+        latency_slo_ms=row.latency_slo_ms,
+        error_rate_slo=row.error_rate_slo,
+    )
+
+
+def load_overrides(session: Session) -> dict[str, RoutingOverride]:
+    """One merged override per service.
+
+    Several recoveries may hold one service (one per error stream): their exclusions add up,
+    the slowest restore wins, and the most recently updated recovery's strategy applies.
+    """
+    rows = session.scalars(select(RoutingOverrideRow).order_by(RoutingOverrideRow.updated_at))
+    grouped: dict[str, list[RoutingOverrideRow]] = defaultdict(list)
+    for row in rows:
+        grouped[row.service].append(row)
+    merged: dict[str, RoutingOverride] = {}
+    for service, items in grouped.items():
+        latest = items[-1]
+        merged[service] = RoutingOverride(
+            service=service,
+            workflow_id=latest.workflow_id,
+            excluded_nodes=frozenset(n for item in items for n in item.excluded_nodes),
+            strategy=Strategy(latest.strategy) if latest.strategy else None,
+            restore_fraction=min(item.restore_fraction for item in items),
+        )
+    return merged
+
+
+def load_emergencies(session: Session, now: datetime) -> dict[str, EmergencyState]:
+    """Active emergencies whose deadline has not passed (an expired one never routes)."""
+    rows = session.scalars(
+        select(Emergency).where(Emergency.status == "active", Emergency.deadline > now)
+    )
+    return {
+        row.service: EmergencyState(
+            service=row.service,
+            workflow_id=row.workflow_id,
+            coordination_id=row.coordination_id,
+            max_budget_override=row.max_budget_override,
+            spent=row.spent,
+            deadline=row.deadline,
+        )
+        for row in rows
+    }
+
+
+def load_budgets(
+    session: Session, services: Sequence[ProviderService], now: datetime
+) -> dict[str, BudgetState]:
+    """Each service's budget for the period containing `now`."""
+    budgets: dict[str, BudgetState] = {}
+    for service in services:
+        period = BudgetPeriod(service.budget_period)
+        start = period_start(period, now)
+        spent = session.scalar(
+            select(BudgetSpend.spent).where(
+                BudgetSpend.service == service.name, BudgetSpend.period_start == start
+            )
+        )
+        budgets[service.name] = BudgetState(
+            service=service.name, period=period, limit=service.budget_limit, spent=spent or 0.0
+        )
+    return budgets

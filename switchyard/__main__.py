@@ -1,0 +1,5 @@
+"""`python -m switchyard` runs the command line."""
+
+from switchyard.cli import app
+
+app()

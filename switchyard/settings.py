@@ -1,0 +1,131 @@
+"""Application settings: one class, read from `SWITCHYARD_*` environment variables."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    """Where Switchyard runs: development generates missing secrets, production refuses them."""
+
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class SecretsError(RuntimeError):
+    """A secret is missing where it must be supplied (production)."""
+
+
+class Settings(BaseSettings):
+    """Every setting Switchyard reads. Defaults suit `make run` on one machine."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHYARD_", env_file=".env", extra="ignore")
+
+    env: Environment = Environment.development
+    home: Path = Field(default=Path(".switchyard"), description="Local state directory.")
+
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; empty means a SQLite file under `home`."
+    )
+    db_pool_size: int = 10
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "switchyard"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+
+    api_host: str = "0.0.0.0"
+    api_port: int = 3000
+
+    catalog_path: Path = Path("providers.yaml")
+    snapshot_poll_seconds: float = Field(
+        default=0.5, description="SQLite snapshot refresh interval (PostgreSQL uses NOTIFY)."
+    )
+
+    jwt_secret: str = Field(default="", description="HS256 signing secret; generated in dev.")
+    jwt_algorithm: str = "HS256"
+    jwt_audience: str = "switchyard"
+    jwt_issuer: str = "switchyard"
+    jwt_leeway_seconds: int = 30
+    jwt_default_ttl_seconds: int = 3600
+
+    encryption_keys: str = Field(
+        default="", description="Comma-separated `kid:base64key` AES-256 keys, first is current."
+    )
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.home / 'switchyard.db').as_posix()}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the store is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    def with_secrets(self) -> Settings:
+        """Return settings whose secrets are set: generated once in development, else refused."""
+        generators = _secret_generators()
+        missing = {name: gen for name, gen in generators.items() if not getattr(self, name)}
+        if not missing:
+            return self
+        if self.env is Environment.production:
+            names = ", ".join(f"SWITCHYARD_{n.upper()}" for n in missing)
+            raise SecretsError(
+                f"{names} must be set when SWITCHYARD_ENV=production; generated secrets are "
+                "only for development"
+            )
+        values: dict[str, Any] = {}
+        for name, generate in missing.items():
+            values[name] = _stored_secret(self.home, name, generate)
+        return self.model_copy(update=values)
+
+
+def _secret_generators() -> dict[str, Any]:
+    return {
+        "jwt_secret": lambda: secrets.token_urlsafe(48),
+        "encryption_keys": lambda: "k1:" + _b64(secrets.token_bytes(32)),
+    }
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _stored_secret(home: Path, name: str, generate: Any) -> str:
+    """Read a generated dev secret from `home/secrets/`, creating it (mode 0600) once."""
+    directory = home / "secrets"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    if path.exists():
+        return path.read_text().strip()
+    value = str(generate())
+    # O_EXCL so two processes starting together agree on one value.
+    try:
+        fd = _create_exclusive(path)
+    except FileExistsError:
+        return path.read_text().strip()
+    with open(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def _create_exclusive(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, with secrets resolved."""
+    return Settings().with_secrets()

