@@ -1,0 +1,75 @@
+"""The FastAPI application: lifespan, routers and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import health
+from api.runtime import ApiRuntime
+from api.snapshot import SnapshotCache
+from store.catalog import load_catalog_file, seed_catalog
+from store.db import make_engine, make_session_factory, migrate, transaction
+from switchyard.settings import Settings, get_settings
+
+PREFIX = "/api/v1/enhanced-traffic-coordination"
+log = logging.getLogger("switchyard.api")
+
+
+def prepare_store(settings: Settings) -> None:
+    """Migrate the schema and load the default catalog into an empty store."""
+    catalog = load_catalog_file(settings.catalog_path)
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            if seed_catalog(session, catalog):
+                log.info("loaded provider catalog from %s", settings.catalog_path)
+    finally:
+        engine.dispose()
+
+
+def build_runtime(settings: Settings) -> ApiRuntime:
+    """Open the store and load the snapshot."""
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    sessions = make_session_factory(engine)
+    snapshot = SnapshotCache(engine, sessions, poll_seconds=settings.snapshot_poll_seconds)
+    snapshot.start()
+    return ApiRuntime(settings=settings, engine=engine, sessions=sessions, snapshot=snapshot)
+
+
+def create_app(settings: Settings | None = None, *, prepare: bool = True) -> FastAPI:
+    """Build the app; `prepare` runs migrations and catalog loading at start-up."""
+    resolved = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if prepare:
+            prepare_store(resolved)
+        runtime = build_runtime(resolved)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="Switchyard",
+        summary="Routing and durable recovery for external API providers.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in _route_modules():
+        app.include_router(module.router, prefix=PREFIX)
+    return app
+
+
+def _route_modules() -> list:  # type: ignore[type-arg]
+    from api.routes import coordination
+
+    return [health, coordination]

@@ -1,0 +1,188 @@
+"""GET health: real checks of the database, Temporal and the worker, in the contract's shape."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, select, text
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+from api.deps import RuntimeDep
+from api.runtime import ApiRuntime
+from api.schemas.common import Envelope, ResponseModel
+from store.base import utcnow
+from store.models import Emergency, ErrorStream, MonitoringSession, RoutingOverrideRow
+
+router = APIRouter(tags=["health"])
+
+CheckStatus = Literal["operational", "degraded", "down"]
+# A polling worker re-polls at least every ~70 s (long polls last up to a minute).
+POLLER_FRESH_SECONDS = 75
+CHECK_TIMEOUT_SECONDS = 3.0
+
+
+class HealthServices(ResponseModel):
+    """Switchyard's own components."""
+
+    enhanced_coordinator: CheckStatus
+    routing_service: CheckStatus
+    optimization_service: CheckStatus
+    fallback_manager: CheckStatus
+
+
+class BackendAgentHealth(ResponseModel):
+    """Components the backend agents depend on."""
+
+    cross_stream_coordinator: CheckStatus
+    recovery_service: CheckStatus
+    monitoring_service: CheckStatus
+
+
+class HealthCheck(ResponseModel):
+    """One underlying check."""
+
+    status: CheckStatus
+    detail: str
+    latency_ms: float
+
+
+class HealthDocument(ResponseModel):
+    """The health document."""
+
+    status: Literal["healthy", "degraded", "unhealthy"]
+    timestamp: datetime
+    services: HealthServices
+    backend_agent_integration: BackendAgentHealth
+    active_coordinations: int
+    backend_connections: int
+    checks: dict[str, HealthCheck]
+
+
+async def _timed(coro: object) -> tuple[float, object]:
+    started = asyncio.get_running_loop().time()
+    result = await asyncio.wait_for(coro, CHECK_TIMEOUT_SECONDS)  # type: ignore[arg-type]
+    return (asyncio.get_running_loop().time() - started) * 1000, result
+
+
+def _db_counts(runtime: ApiRuntime) -> tuple[int, int]:
+    since = utcnow() - timedelta(minutes=15)
+    with runtime.sessions() as session:
+        session.execute(text("SELECT 1"))
+        overrides = session.scalar(select(func.count()).select_from(RoutingOverrideRow)) or 0
+        emergencies = session.scalar(
+            select(func.count()).select_from(Emergency).where(Emergency.status == "active")
+        ) or 0
+        streams = session.scalar(
+            select(func.count()).select_from(ErrorStream).where(ErrorStream.last_seen >= since)
+        ) or 0
+        monitors = session.scalar(
+            select(func.count())
+            .select_from(MonitoringSession)
+            .where(MonitoringSession.active.is_(True), MonitoringSession.last_seen >= since)
+        ) or 0
+        return int(overrides + emergencies), int(streams + monitors)
+
+
+async def check_database(runtime: ApiRuntime) -> tuple[HealthCheck, tuple[int, int]]:
+    """SELECT 1 plus the counts the document reports."""
+    try:
+        ms, counts = await _timed(asyncio.to_thread(_db_counts, runtime))
+        return HealthCheck(status="operational", detail="reachable", latency_ms=round(ms, 2)), (
+            counts  # type: ignore[return-value]
+        )
+    except Exception as exc:
+        return HealthCheck(status="down", detail=exc.__class__.__name__, latency_ms=0), (0, 0)
+
+
+async def check_temporal(runtime: ApiRuntime) -> tuple[HealthCheck, HealthCheck]:
+    """Temporal reachable, and a worker polling the task queue recently."""
+    try:
+        ms, client = await _timed(runtime.temporal())
+        ms2, _ = await _timed(client.service_client.check_health())  # type: ignore[attr-defined]
+        temporal = HealthCheck(status="operational", detail="reachable", latency_ms=round(ms + ms2, 2))
+    except Exception as exc:
+        down = HealthCheck(status="down", detail=f"unreachable: {exc.__class__.__name__}", latency_ms=0)
+        return down, HealthCheck(status="down", detail="Temporal unreachable", latency_ms=0)
+    try:
+        request = DescribeTaskQueueRequest(
+            namespace=runtime.settings.temporal_namespace,
+            task_queue=TaskQueue(name=runtime.settings.temporal_task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        ms, response = await _timed(client.workflow_service.describe_task_queue(request))  # type: ignore[attr-defined]
+        now = datetime.now(UTC)
+        fresh = [
+            p for p in response.pollers  # type: ignore[attr-defined]
+            if (now - p.last_access_time.ToDatetime(tzinfo=UTC)).total_seconds()
+            < POLLER_FRESH_SECONDS
+        ]
+        if fresh:
+            worker = HealthCheck(
+                status="operational",
+                detail=f"{len(fresh)} poller(s) on {runtime.settings.temporal_task_queue!r}",
+                latency_ms=round(ms, 2),
+            )
+        else:
+            worker = HealthCheck(
+                status="degraded",
+                detail=f"no worker polling {runtime.settings.temporal_task_queue!r}",
+                latency_ms=round(ms, 2),
+            )
+    except Exception as exc:
+        worker = HealthCheck(status="down", detail=exc.__class__.__name__, latency_ms=0)
+    return temporal, worker
+
+
+def _worst(*statuses: CheckStatus) -> CheckStatus:
+    for status in ("down", "degraded"):
+        if status in statuses:
+            return status  # type: ignore[return-value]
+    return "operational"
+
+
+@router.get(
+    "/health",
+    response_model=Envelope[HealthDocument],
+    responses={503: {"model": Envelope[HealthDocument]}},
+)
+async def health(runtime: RuntimeDep) -> JSONResponse:
+    """Healthy only when the database, Temporal and a worker are all operational."""
+    (database, counts), (temporal, worker) = await asyncio.gather(
+        check_database(runtime), check_temporal(runtime)
+    )
+    snapshot_ok: CheckStatus = "operational" if runtime.snapshot.current.nodes else "degraded"
+    if runtime.snapshot.last_error:
+        snapshot_ok = "degraded"
+    overall: Literal["healthy", "degraded", "unhealthy"]
+    if database.status == "down":
+        overall = "unhealthy"
+    elif _worst(database.status, temporal.status, worker.status, snapshot_ok) == "operational":
+        overall = "healthy"
+    else:
+        overall = "degraded"
+    document = HealthDocument(
+        status=overall,
+        timestamp=utcnow(),
+        services=HealthServices(
+            enhanced_coordinator=database.status,
+            routing_service=_worst(snapshot_ok, database.status),
+            optimization_service=snapshot_ok,
+            fallback_manager=_worst(temporal.status, worker.status),
+        ),
+        backend_agent_integration=BackendAgentHealth(
+            cross_stream_coordinator=database.status,
+            recovery_service=_worst(temporal.status, worker.status),
+            monitoring_service=_worst(database.status, temporal.status),
+        ),
+        active_coordinations=counts[0],
+        backend_connections=counts[1],
+        checks={"database": database, "temporal": temporal, "worker": worker},
+    )
+    body = Envelope[HealthDocument](data=document).model_dump(mode="json", by_alias=True)
+    return JSONResponse(body, status_code=503 if overall == "unhealthy" else 200)

@@ -1,0 +1,44 @@
+"""What one API process holds: settings, the store, the snapshot and the Temporal client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+from api.snapshot import SnapshotCache
+from switchyard.settings import Settings
+
+log = logging.getLogger("switchyard.api")
+
+
+@dataclass
+class ApiRuntime:
+    """Long-lived dependencies of the API, built at start-up and closed at shutdown."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    snapshot: SnapshotCache
+    _temporal: Client | None = None
+    _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def temporal(self) -> Client:
+        """The Temporal client, connected on first use (the API starts even if Temporal is down)."""
+        if self._temporal is not None:
+            return self._temporal
+        async with self._temporal_lock:
+            if self._temporal is None:
+                from worker.client import connect
+
+                self._temporal = await connect(self.settings)
+            return self._temporal
+
+    def close(self) -> None:
+        """Stop background work and release connections."""
+        self.snapshot.stop()
+        self.engine.dispose()

@@ -1,0 +1,161 @@
+"""Request and response models of execute-coordination, field for field as in the contract."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from api.schemas.common import ResponseModel, WireModel
+from routing.types import BudgetPeriod, BusinessCriticality, Priority, Strategy
+
+Name = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class RequestMetadata(WireModel):
+    """Who is asking and how much it matters."""
+
+    request_id: str | None = Field(default=None, max_length=200)
+    priority: Priority = Priority.NORMAL
+    business_criticality: BusinessCriticality = BusinessCriticality.STANDARD
+
+
+class BudgetConstraints(WireModel):
+    """The caller's own budget limits; the tighter of these and the server's budget wins."""
+
+    remaining_budget: float | None = Field(default=None, ge=0, le=1e12)
+    cost_per_request_limit: float | None = Field(default=None, gt=0, le=1e6)
+    budget_period: BudgetPeriod = BudgetPeriod.daily
+
+
+class PerformanceContext(WireModel):
+    """Where the caller's latency and throughput are, and where they should be."""
+
+    current_latency: float | None = Field(default=None, ge=0, le=1e7)
+    target_latency: float | None = Field(default=None, gt=0, le=1e7)
+    current_throughput: float | None = Field(default=None, ge=0, le=1e9)
+    target_throughput: float | None = Field(default=None, gt=0, le=1e9)
+
+
+class RoutingContext(WireModel):
+    """How to route: metadata, budget, performance and an optional strategy preference."""
+
+    request_metadata: RequestMetadata = RequestMetadata()
+    budget_constraints: BudgetConstraints = BudgetConstraints()
+    performance_context: PerformanceContext = PerformanceContext()
+    preferred_strategy: Strategy | None = None
+
+
+class BackendAgentContext(WireModel):
+    """The backend agent's error stream and monitoring wishes."""
+
+    error_stream_id: str | None = Field(default=None, min_length=1, max_length=200)
+    monitoring_session_id: str | None = Field(default=None, min_length=1, max_length=200)
+    require_backend_agent_sync: bool = False
+    require_real_time_monitoring: bool = False
+
+
+class BusinessContext(WireModel):
+    """Business figures the caller attaches (recorded, reported)."""
+
+    revenue_impact: float | None = Field(default=None, ge=0, le=1e12)
+    customer_impact: str | None = Field(default=None, max_length=50)
+    operational_priority: str | None = Field(default=None, max_length=50)
+    time_sensitivity: str | None = Field(default=None, max_length=50)
+
+
+class CoordinationRequirements(WireModel):
+    """What the caller needs done beyond the routing decision."""
+
+    require_backend_agent_sync: bool = False
+    require_real_time_monitoring: bool = False
+    require_predictive_analytics: bool = False
+    require_emergency_override: bool = False
+
+
+class CoordinationRequest(WireModel):
+    """Body of POST execute-coordination."""
+
+    service_name: str = Name
+    operation: str = Name
+    routing_context: RoutingContext = RoutingContext()
+    backend_agent_context: BackendAgentContext = BackendAgentContext()
+    business_context: BusinessContext = BusinessContext()
+    coordination_requirements: CoordinationRequirements = CoordinationRequirements()
+
+
+class SelectedNode(ResponseModel):
+    """The chosen node as callers see it."""
+
+    node_id: str
+    provider_name: str
+    region: str
+    success_rate: float
+    cost_per_request: float
+    health_score: float
+
+
+class ExcludedNode(ResponseModel):
+    """A node left out of the decision and why."""
+
+    node_id: str
+    reason: str
+    detail: str
+
+
+class RoutingDecisionOut(ResponseModel):
+    """The routing decision block."""
+
+    selected_node: SelectedNode
+    routing_strategy: Strategy
+    decision_reason: str
+    estimated_cost: float
+    estimated_latency: float
+    estimated_success_rate: float
+    strategy_reason: str | None = None
+    excluded_nodes: list[ExcludedNode] = []
+    predicted_failure_probability: float | None = None
+
+
+class BackendAgentIntegration(ResponseModel):
+    """What the coordination really did with the backend agent's streams."""
+
+    error_stream_registered: bool
+    recovery_strategy_activated: bool
+    monitoring_active: bool
+    cross_stream_coordinated: bool
+
+
+class PerformanceMetrics(ResponseModel):
+    """Measured milliseconds spent in each part of the coordination."""
+
+    total_coordination_time: float
+    routing_decision_time: float
+    backend_integration_time: float
+    optimization_time: float
+
+
+class BusinessOutcomeOut(ResponseModel):
+    """Business figures of the decision (formulas in docs/ROUTING.md)."""
+
+    estimated_cost_savings: float
+    estimated_performance_gain: float
+    risk_mitigation: str
+    customer_impact_reduction: float
+
+
+class CoordinationMetadata(ResponseModel):
+    """Confidence and how the coordination was carried out."""
+
+    confidence_score: float
+    coordination_strategy: str
+    applied_optimizations: list[str]
+
+
+class CoordinationResult(ResponseModel):
+    """The data block of execute-coordination."""
+
+    coordination_id: str
+    routing_decision: RoutingDecisionOut
+    backend_agent_integration: BackendAgentIntegration
+    performance_metrics: PerformanceMetrics
+    business_outcome: BusinessOutcomeOut
+    metadata: CoordinationMetadata

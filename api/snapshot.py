@@ -1,0 +1,105 @@
+"""The in-memory routing snapshot of an API process, kept fresh without per-request reads.
+
+PostgreSQL: a LISTEN connection reloads on every `switchyard_snapshot` NOTIFY (sent in the
+same transaction as the change), plus a slow safety reload. SQLite: a short poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import psycopg
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from routing.types import RoutingSnapshot
+from store.base import utcnow
+from store.events import SNAPSHOT_CHANNEL
+from store.snapshot import load_snapshot
+
+log = logging.getLogger("switchyard.snapshot")
+
+SAFETY_RELOAD_SECONDS = 5.0
+
+
+class SnapshotCache:
+    """Holds the current snapshot; `current` is a lock-free read on the hot path."""
+
+    def __init__(
+        self, engine: Engine, factory: sessionmaker[Session], poll_seconds: float = 0.5
+    ) -> None:
+        self._engine = engine
+        self._factory = factory
+        self._poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._version = 0
+        self.current: RoutingSnapshot = RoutingSnapshot(nodes={})
+        self.loaded_at = 0.0
+        self.last_error: str | None = None
+
+    def refresh(self) -> RoutingSnapshot:
+        """Reload from the store now and return the new snapshot."""
+        with self._lock, self._factory() as session:
+            self._version += 1
+            snapshot = load_snapshot(session, utcnow(), version=self._version)
+            self.current = snapshot
+            self.loaded_at = time.monotonic()
+            self.last_error = None
+            return snapshot
+
+    def start(self) -> None:
+        """Load once, then keep the snapshot fresh in background threads."""
+        self.refresh()
+        reloader = threading.Thread(target=self._reload_loop, name="snapshot-reload", daemon=True)
+        self._threads.append(reloader)
+        if self._engine.dialect.name == "postgresql":
+            listener = threading.Thread(target=self._listen_loop, name="snapshot-listen", daemon=True)
+            self._threads.append(listener)
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop the background threads."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+    def _interval(self) -> float:
+        if self._engine.dialect.name == "postgresql":
+            return SAFETY_RELOAD_SECONDS
+        return self._poll_seconds
+
+    def _reload_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval())
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.refresh()
+            except Exception as exc:  # the store may be briefly down; keep the last snapshot
+                self.last_error = f"{exc.__class__.__name__}"
+                log.warning("snapshot reload failed: %s", exc.__class__.__name__)
+
+    def _listen_loop(self) -> None:
+        conninfo = self._engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {SNAPSHOT_CHANNEL}")
+                    # A change may have happened while we were not listening.
+                    self._wake.set()
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except Exception as exc:
+                log.warning("snapshot listener reconnecting: %s", exc.__class__.__name__)
+                self._stop.wait(1.0)
