@@ -1,0 +1,87 @@
+"""Pure routing engine: per-request decisions, strategy choice, budgets and recovery plans."""
+
+from routing.budget import effective_remaining, period_end, period_start
+from routing.decide import decide
+from routing.eligibility import (
+    RESTORE_BUCKETS,
+    UnknownService,
+    eligible_nodes,
+    override_for,
+    restore_bucket,
+)
+from routing.outcome import business_outcome, confidence_score, reference_cost, risk_mitigation
+from routing.recovery import (
+    HEDGE_FRACTION,
+    RecoveryAction,
+    RecoveryChoice,
+    RecoveryPlan,
+    Severity,
+    choose_recovery,
+    plan_recovery,
+)
+from routing.selection import StrategyReason, choose_strategy
+from routing.strategies import effective_health, rank, select
+from routing.types import (
+    BreakerState,
+    BudgetPeriod,
+    BudgetState,
+    BusinessCriticality,
+    BusinessOutcome,
+    EmergencyState,
+    Exclusion,
+    ExclusionReason,
+    NodeHealth,
+    NoEligibleNode,
+    Priority,
+    ProviderNode,
+    RoutingDecision,
+    RoutingOverride,
+    RoutingRequest,
+    RoutingSnapshot,
+    Strategy,
+)
+
+__all__ = [
+    "HEDGE_FRACTION",
+    "RESTORE_BUCKETS",
+    "BreakerState",
+    "BudgetPeriod",
+    "BudgetState",
+    "BusinessCriticality",
+    "BusinessOutcome",
+    "EmergencyState",
+    "Exclusion",
+    "ExclusionReason",
+    "NoEligibleNode",
+    "NodeHealth",
+    "Priority",
+    "ProviderNode",
+    "RecoveryAction",
+    "RecoveryChoice",
+    "RecoveryPlan",
+    "RoutingDecision",
+    "RoutingOverride",
+    "RoutingRequest",
+    "RoutingSnapshot",
+    "Severity",
+    "Strategy",
+    "StrategyReason",
+    "UnknownService",
+    "business_outcome",
+    "choose_recovery",
+    "choose_strategy",
+    "confidence_score",
+    "decide",
+    "effective_health",
+    "effective_remaining",
+    "eligible_nodes",
+    "override_for",
+    "period_end",
+    "period_start",
+    "plan_recovery",
+    "rank",
+    "reference_cost",
+    "restore_bucket",
+    "risk_mitigation",
+    "select",
+]

@@ -1,0 +1,73 @@
+"""The per-request routing decision: filter, pick a strategy, score, and explain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from routing.budget import server_remaining, tighter
+from routing.eligibility import UnknownService, filter_nodes, override_for, service_nodes
+from routing.outcome import business_outcome, confidence_score
+from routing.selection import pick_strategy
+from routing.strategies import best_index, effective_health
+from routing.types import (
+    NoEligibleNode,
+    RoutingDecision,
+    RoutingRequest,
+    RoutingSnapshot,
+)
+
+__all__ = ["NoEligibleNode", "UnknownService", "decide"]
+
+
+def decide(request: RoutingRequest, snapshot: RoutingSnapshot, now: datetime) -> RoutingDecision:
+    """The node to serve ``request`` with, given the snapshot's state at ``now``.
+
+    Raises UnknownService for a service outside the catalog and NoEligibleNode when every
+    node of the service is excluded.
+    """
+    service = request.service
+    nodes = service_nodes(snapshot, service)
+    health = snapshot.health
+    emergency = snapshot.emergencies.get(service)
+    emergency_active = emergency is not None and emergency.active_at(now)
+    budget = snapshot.budgets.get(service)
+    remaining = tighter(
+        request.remaining_budget, server_remaining(budget, emergency, emergency_active)
+    )
+    override = override_for(request, snapshot)
+
+    eligible, figures, exclusions = filter_nodes(
+        request, nodes, health, override, emergency_active, remaining
+    )
+    if not eligible:
+        raise NoEligibleNode(service, tuple(exclusions))
+
+    strategy, strategy_reason = pick_strategy(
+        request,
+        nodes,
+        budget,
+        emergency_active,
+        override.strategy if override is not None else None,
+    )
+    node = eligible[best_index(strategy, eligible, figures, emergency_active)]
+    live = effective_health(node, health)
+    return RoutingDecision(
+        node=node,
+        health=live,
+        strategy=strategy,
+        strategy_reason=str(strategy_reason),
+        reason=(
+            f"Selected {node.provider_name} using {strategy} strategy, "
+            f"health score: {live.health_score:g}"
+        ),
+        estimated_cost=node.cost_per_request,
+        estimated_latency=live.latency_ms,
+        estimated_success_rate=live.success_rate,
+        outcome=business_outcome(request, node, live, nodes),
+        confidence_score=confidence_score(live.health_score, live.failure_probability),
+        emergency_applied=emergency_active,
+        recovery_override_applied=override is not None,
+        exclusions=tuple(exclusions),
+        effective_budget_remaining=remaining,
+        failure_probability=live.failure_probability,
+    )

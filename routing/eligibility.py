@@ -1,0 +1,181 @@
+"""Which nodes of a service may serve a request, and why the others may not."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from routing.budget import server_remaining, tighter
+from routing.strategies import Figures
+from routing.types import (
+    BreakerState,
+    Exclusion,
+    ExclusionReason,
+    NodeHealth,
+    ProviderNode,
+    RoutingOverride,
+    RoutingRequest,
+    RoutingSnapshot,
+)
+
+# Buckets of the staged-restore hash: the restored share moves in steps of 0.01 %.
+RESTORE_BUCKETS = 10_000
+
+
+class UnknownService(KeyError):
+    """Raised when a request names a service that is not in the catalog."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        super().__init__(service)
+
+    def __str__(self) -> str:
+        return f"unknown service {self.service!r}"
+
+
+def service_nodes(snapshot: RoutingSnapshot, service: str) -> tuple[ProviderNode, ...]:
+    """The catalog nodes of a service in catalog order; UnknownService when absent."""
+    nodes = snapshot.nodes.get(service)
+    if nodes is None:
+        raise UnknownService(service)
+    return nodes
+
+
+def restore_bucket(service: str, request_id: str) -> float:
+    """The request's stable position in [0, 1) for staged restores of this service."""
+    # crc32 rather than hash(): str hashes are salted per process, and every API replica,
+    # worker and replayed workflow must put the same request in the same bucket.
+    digest = zlib.crc32(f"{service}:{request_id}".encode())
+    return (digest % RESTORE_BUCKETS) / RESTORE_BUCKETS
+
+
+def override_for(request: RoutingRequest, snapshot: RoutingSnapshot) -> RoutingOverride | None:
+    """The service's recovery override when it governs this request, else None.
+
+    An override with ``restore_fraction`` f hands the share f of requests (those whose
+    restore bucket is below f) back to the route as if there were no override; f >= 1
+    means the override no longer applies to anyone.
+    """
+    override = snapshot.overrides.get(request.service)
+    if override is None:
+        return None
+    fraction = override.restore_fraction
+    if fraction >= 1.0:
+        return None
+    if fraction > 0.0 and restore_bucket(request.service, request.request_id) < fraction:
+        return None
+    return override
+
+
+def filter_nodes(
+    request: RoutingRequest,
+    nodes: Sequence[ProviderNode],
+    health: Mapping[str, NodeHealth],
+    override: RoutingOverride | None,
+    emergency_active: bool,
+    remaining: float | None,
+) -> tuple[list[ProviderNode], list[Figures], list[Exclusion]]:
+    """Eligible nodes with their effective figures, and exclusions (first reason per node).
+
+    The figures are (health, success rate, latency, failure probability) as the strategies
+    score them; gathering them here saves the hot path a second health lookup per node.
+    """
+    eligible: list[ProviderNode] = []
+    figures: list[Figures] = []
+    exclusions: list[Exclusion] = []
+    failed = request.failed_providers
+    excluded = override.excluded_nodes if override is not None else frozenset()
+    limit = request.cost_per_request_limit
+    for node in nodes:
+        node_id = node.node_id
+        cost = node.cost_per_request
+        if not node.enabled:
+            exclusions.append(
+                Exclusion(node_id, ExclusionReason.DISABLED, "node is disabled in the catalog")
+            )
+            continue
+        if node_id in failed:
+            exclusions.append(
+                Exclusion(
+                    node_id,
+                    ExclusionReason.FAILED_PROVIDER,
+                    "reported as failed by the caller (failedProviders)",
+                )
+            )
+            continue
+        if node_id in excluded and override is not None:
+            exclusions.append(
+                Exclusion(
+                    node_id,
+                    ExclusionReason.EXCLUDED_BY_RECOVERY,
+                    f"held out of rotation by recovery {override.workflow_id}",
+                )
+            )
+            continue
+        live = health.get(node_id)
+        if live is not None and live.breaker_state == BreakerState.OPEN:
+            exclusions.append(
+                Exclusion(node_id, ExclusionReason.BREAKER_OPEN, "circuit breaker is open")
+            )
+            continue
+        if node.emergency_only and not emergency_active:
+            exclusions.append(
+                Exclusion(
+                    node_id,
+                    ExclusionReason.EMERGENCY_ONLY,
+                    f"emergency-only node and no emergency is active for {node.service}",
+                )
+            )
+            continue
+        if limit is not None and cost > limit:
+            exclusions.append(
+                Exclusion(
+                    node_id,
+                    ExclusionReason.COST_ABOVE_LIMIT,
+                    f"cost {cost:g} above costPerRequestLimit {limit:g}",
+                )
+            )
+            continue
+        if remaining is not None and cost > remaining:
+            exclusions.append(
+                Exclusion(
+                    node_id,
+                    ExclusionReason.BUDGET_EXHAUSTED,
+                    f"cost {cost:g} above remaining budget {remaining:g}",
+                )
+            )
+            continue
+        eligible.append(node)
+        if live is None:
+            figures.append((node.health_score, node.success_rate, node.latency_ms, 0.0))
+        else:
+            figures.append(
+                (live.health_score, live.success_rate, live.latency_ms, live.failure_probability)
+            )
+    return eligible, figures, exclusions
+
+
+def eligible_nodes(
+    request: RoutingRequest,
+    snapshot: RoutingSnapshot,
+    now: datetime,
+    *,
+    apply_override: bool = True,
+) -> tuple[tuple[ProviderNode, ...], tuple[Exclusion, ...], bool]:
+    """Eligible nodes in catalog order, the exclusions, and whether an override was in effect.
+
+    ``apply_override=False`` ignores the service's recovery override, for a recovery that
+    plans its own route.
+    """
+    service = request.service
+    nodes = service_nodes(snapshot, service)
+    emergency = snapshot.emergencies.get(service)
+    active = emergency is not None and emergency.active_at(now)
+    override = override_for(request, snapshot) if apply_override else None
+    server = server_remaining(snapshot.budgets.get(service), emergency, active)
+    remaining = tighter(request.remaining_budget, server)
+    eligible, _, exclusions = filter_nodes(
+        request, nodes, snapshot.health, override, active, remaining
+    )
+    return tuple(eligible), tuple(exclusions), override is not None

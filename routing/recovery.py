@@ -1,0 +1,166 @@
+"""Recovery-strategy choice for error reports, and the route a recovery plans to take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from routing.eligibility import eligible_nodes
+from routing.strategies import node_figures, rank
+from routing.types import (
+    NoEligibleNode,
+    ProviderNode,
+    RoutingRequest,
+    RoutingSnapshot,
+    Strategy,
+)
+
+# Share of requests duplicated to the standby for tail-latency hedging.
+HEDGE_FRACTION = 0.10
+RESTORE_STAGES: tuple[float, ...] = (0.1, 0.5, 1.0)
+STAGE_HOLD_SECONDS = 60
+FAILOVER_MONITORING_SECONDS = 120
+RETRY_MONITORING_SECONDS = 60
+# Revenue at risk from which an error counts as business-critical.
+HIGH_REVENUE_AT_RISK = 10_000.0
+
+QUOTA_ERRORS = frozenset({"rate_limit_exceeded", "quota_exceeded"})
+TRANSIENT_ERRORS = frozenset({"timeout", "connection_error", "transient_error", "network_error"})
+PERFORMANCE_ERRORS = frozenset({"performance_degradation", "latency_spike"})
+SEVERE_IMPACTS = frozenset({"severe", "critical"})
+
+
+class Severity(StrEnum):
+    """Severity of a reported error."""
+
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+class RecoveryAction(StrEnum):
+    """What a recovery does to traffic."""
+
+    failover_to_backup = "failover_to_backup"
+    latency_failover = "latency_failover"
+    cost_optimized_failover = "cost_optimized_failover"
+    enable_multi_provider_redundancy = "enable_multi_provider_redundancy"
+    retry_with_backoff = "retry_with_backoff"
+
+
+MINOR_SEVERITIES = frozenset({Severity.low, Severity.medium})
+MAJOR_SEVERITIES = frozenset({Severity.high, Severity.critical})
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryChoice:
+    """The strategy and action chosen for an error, and the table rule that chose them."""
+
+    strategy: Strategy
+    action: RecoveryAction
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryPlan:
+    """The route, standby, timers and estimates a recovery will apply."""
+
+    strategy: Strategy
+    action: RecoveryAction
+    rule: str
+    selected: ProviderNode
+    standby: ProviderNode | None
+    excluded_nodes: frozenset[str]
+    estimated_cost: float
+    estimated_latency: float
+    restore_stages: tuple[float, ...]
+    stage_hold_seconds: int
+    monitoring_seconds: int
+    estimated_resolution_minutes: float
+
+
+def choose_recovery(
+    error_type: str, severity: Severity, revenue_at_risk: float, customer_impact: str
+) -> RecoveryChoice:
+    """The recovery strategy and action for an error report; first matching table row wins."""
+    if error_type in QUOTA_ERRORS:
+        # A quota is per provider account, so any other provider will do: take the cheapest.
+        return RecoveryChoice(
+            Strategy.COST_OPTIMIZED, RecoveryAction.cost_optimized_failover, "quota_exhausted"
+        )
+    if error_type in TRANSIENT_ERRORS and severity in MINOR_SEVERITIES:
+        return RecoveryChoice(
+            Strategy.HEALTH_BASED, RecoveryAction.retry_with_backoff, "transient_error"
+        )
+    if (
+        error_type in PERFORMANCE_ERRORS
+        and severity in MINOR_SEVERITIES
+        and revenue_at_risk < HIGH_REVENUE_AT_RISK
+    ):
+        return RecoveryChoice(
+            Strategy.LATENCY_OPTIMIZED, RecoveryAction.latency_failover, "minor_slowdown"
+        )
+    if severity in MAJOR_SEVERITIES and (
+        error_type in PERFORMANCE_ERRORS
+        or revenue_at_risk >= HIGH_REVENUE_AT_RISK
+        or customer_impact in SEVERE_IMPACTS
+    ):
+        return RecoveryChoice(
+            Strategy.AVAILABILITY_FOCUSED,
+            RecoveryAction.enable_multi_provider_redundancy,
+            "major_incident",
+        )
+    return RecoveryChoice(
+        Strategy.AVAILABILITY_FOCUSED, RecoveryAction.failover_to_backup, "default_failover"
+    )
+
+
+def plan_recovery(
+    choice: RecoveryChoice,
+    service: str,
+    failed_providers: frozenset[str],
+    snapshot: RoutingSnapshot,
+    now: datetime,
+) -> RecoveryPlan:
+    """The route a recovery applies for ``choice``; NoEligibleNode when none is left."""
+    retry = choice.action is RecoveryAction.retry_with_backoff
+    # A retry keeps the route and retries the same providers, so nothing is excluded.
+    excluded = frozenset() if retry else failed_providers
+    request = RoutingRequest(service=service, operation="recovery", failed_providers=excluded)
+    # The service's current override is ignored: this recovery plans the route it will own.
+    eligible, exclusions, _ = eligible_nodes(request, snapshot, now, apply_override=False)
+    if not eligible:
+        raise NoEligibleNode(service, exclusions)
+    emergency = snapshot.emergencies.get(service)
+    emergency_active = emergency is not None and emergency.active_at(now)
+    ranked = rank(choice.strategy, eligible, snapshot, emergency_active)
+    selected = ranked[0]
+    redundancy = choice.action is RecoveryAction.enable_multi_provider_redundancy
+    standby = ranked[1] if redundancy and len(ranked) > 1 else None
+
+    cost = selected.cost_per_request
+    latency = node_figures(selected, snapshot.health)[2]
+    if standby is not None:
+        cost = round(cost + HEDGE_FRACTION * standby.cost_per_request, 6)
+        # A hedged request may be answered by either node, so promise the slower one.
+        latency = max(latency, node_figures(standby, snapshot.health)[2])
+
+    stages = () if retry else RESTORE_STAGES
+    monitoring = RETRY_MONITORING_SECONDS if retry else FAILOVER_MONITORING_SECONDS
+    service_ids = {n.node_id for n in snapshot.nodes[service]}
+    return RecoveryPlan(
+        strategy=choice.strategy,
+        action=choice.action,
+        rule=choice.rule,
+        selected=selected,
+        standby=standby,
+        excluded_nodes=frozenset(excluded & service_ids),
+        estimated_cost=cost,
+        estimated_latency=latency,
+        restore_stages=stages,
+        stage_hold_seconds=STAGE_HOLD_SECONDS,
+        monitoring_seconds=monitoring,
+        estimated_resolution_minutes=(monitoring + len(stages) * STAGE_HOLD_SECONDS) / 60,
+    )

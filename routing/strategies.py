@@ -1,0 +1,168 @@
+"""Scoring per routing strategy: which eligible node each strategy prefers, best first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+from routing.types import NodeHealth, ProviderNode, RoutingSnapshot, Strategy
+
+# (health score, success rate, latency, failure probability) as the strategies see a node.
+Figures = tuple[float, float, float, float]
+SortKey = tuple[float, ...]
+
+
+class HybridWeights(NamedTuple):
+    """Weights of the HYBRID_OPTIMIZATION score terms."""
+
+    health: float
+    success: float
+    latency: float
+    cost: float
+    failure: float
+
+
+HYBRID_WEIGHTS = HybridWeights(health=0.30, success=0.25, latency=0.20, cost=0.25, failure=0.50)
+# During an emergency the incident commander has lifted the budget, so cost stops counting
+# and its weight goes to success: reliability is all that matters.
+EMERGENCY_HYBRID_WEIGHTS = HybridWeights(
+    health=0.30, success=0.50, latency=0.20, cost=0.0, failure=0.50
+)
+
+
+def effective_health(node: ProviderNode, health: Mapping[str, NodeHealth]) -> NodeHealth:
+    """The node's live health when known, else its catalog figures with no failure risk."""
+    live = health.get(node.node_id)
+    if live is not None:
+        return live
+    return NodeHealth(node.node_id, node.health_score, node.success_rate, node.latency_ms)
+
+
+def node_figures(node: ProviderNode, health: Mapping[str, NodeHealth]) -> Figures:
+    """(health score, success rate, latency, failure probability) the strategies score."""
+    live = health.get(node.node_id)
+    if live is None:
+        return (node.health_score, node.success_rate, node.latency_ms, 0.0)
+    return (live.health_score, live.success_rate, live.latency_ms, live.failure_probability)
+
+
+def hybrid_scores(
+    nodes: Sequence[ProviderNode], figures: Sequence[Figures], emergency_active: bool
+) -> list[float]:
+    """HYBRID_OPTIMIZATION score of each node relative to the others (higher is better)."""
+    weights = EMERGENCY_HYBRID_WEIGHTS if emergency_active else HYBRID_WEIGHTS
+    w_health, w_success, w_latency, w_cost, w_failure = weights
+    min_latency = max(0.0, min([f[2] for f in figures]))
+    min_cost = max(0.0, min([n.cost_per_request for n in nodes]))
+    scores = []
+    for node, (health, success, latency, failure) in zip(nodes, figures, strict=True):
+        cost = node.cost_per_request
+        # The best node scores 1 on latency and cost; a zero figure can only be the best
+        # one, and dividing by it would fail, so it scores 1 too.
+        latency_ratio = min_latency / latency if latency > 0.0 else 1.0
+        cost_ratio = min_cost / cost if cost > 0.0 else 1.0
+        scores.append(
+            w_health * health / 100.0
+            + w_success * success / 100.0
+            + w_latency * latency_ratio
+            + w_cost * cost_ratio
+            - w_failure * failure
+        )
+    return scores
+
+
+# Each key function returns one sort key per node, smallest is best; the catalog index is
+# the last element so ties always fall back to catalog order and keys never compare equal.
+KeyFunction = Callable[[Sequence[ProviderNode], Sequence[Figures], bool], list[SortKey]]
+
+
+def _health_keys(
+    nodes: Sequence[ProviderNode], figures: Sequence[Figures], emergency_active: bool
+) -> list[SortKey]:
+    return [
+        (-f[0], -f[1], n.cost_per_request, i)
+        for i, (n, f) in enumerate(zip(nodes, figures, strict=True))
+    ]
+
+
+def _cost_keys(
+    nodes: Sequence[ProviderNode], figures: Sequence[Figures], emergency_active: bool
+) -> list[SortKey]:
+    return [
+        (n.cost_per_request, -f[0], i) for i, (n, f) in enumerate(zip(nodes, figures, strict=True))
+    ]
+
+
+def _latency_keys(
+    nodes: Sequence[ProviderNode], figures: Sequence[Figures], emergency_active: bool
+) -> list[SortKey]:
+    return [(f[2], -f[0], i) for i, f in enumerate(figures)]
+
+
+def _availability_keys(
+    nodes: Sequence[ProviderNode], figures: Sequence[Figures], emergency_active: bool
+) -> list[SortKey]:
+    return [
+        (-f[1] * (1.0 - f[3]), -f[0], n.cost_per_request, i)
+        for i, (n, f) in enumerate(zip(nodes, figures, strict=True))
+    ]
+
+
+def _hybrid_keys(
+    nodes: Sequence[ProviderNode], figures: Sequence[Figures], emergency_active: bool
+) -> list[SortKey]:
+    return [(-s, i) for i, s in enumerate(hybrid_scores(nodes, figures, emergency_active))]
+
+
+STRATEGY_KEYS: Mapping[Strategy, KeyFunction] = {
+    Strategy.HEALTH_BASED: _health_keys,
+    Strategy.COST_OPTIMIZED: _cost_keys,
+    Strategy.LATENCY_OPTIMIZED: _latency_keys,
+    Strategy.AVAILABILITY_FOCUSED: _availability_keys,
+    Strategy.HYBRID_OPTIMIZATION: _hybrid_keys,
+}
+
+
+def best_index(
+    strategy: Strategy,
+    nodes: Sequence[ProviderNode],
+    figures: Sequence[Figures],
+    emergency_active: bool,
+) -> int:
+    """Index in ``nodes`` of the node the strategy prefers; ValueError when there is none."""
+    if len(nodes) <= 1:
+        if not nodes:
+            raise ValueError("no nodes to choose from")
+        return 0
+    if strategy == Strategy.HYBRID_OPTIMIZATION:
+        # Hot path shortcut with the same result as the keys: max() keeps the first of equal
+        # scores, which is catalog order.
+        scores = hybrid_scores(nodes, figures, emergency_active)
+        return max(range(len(scores)), key=scores.__getitem__)
+    keys = STRATEGY_KEYS[strategy](nodes, figures, emergency_active)
+    return int(min(keys)[-1])
+
+
+def select(
+    strategy: Strategy,
+    nodes: Sequence[ProviderNode],
+    snapshot: RoutingSnapshot,
+    emergency_active: bool,
+) -> ProviderNode:
+    """The node the strategy prefers among ``nodes``; ValueError when there is none."""
+    figures = [node_figures(n, snapshot.health) for n in nodes]
+    return nodes[best_index(strategy, nodes, figures, emergency_active)]
+
+
+def rank(
+    strategy: Strategy,
+    nodes: Sequence[ProviderNode],
+    snapshot: RoutingSnapshot,
+    emergency_active: bool,
+) -> tuple[ProviderNode, ...]:
+    """All ``nodes`` ordered best first under the strategy (empty in, empty out)."""
+    if not nodes:
+        return ()
+    figures = [node_figures(n, snapshot.health) for n in nodes]
+    keys = STRATEGY_KEYS[strategy](nodes, figures, emergency_active)
+    return tuple(nodes[int(k[-1])] for k in sorted(keys))
