@@ -1,0 +1,302 @@
+"""backend-agent-error and the recovery workflow endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Header
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.coordinator import require_service
+from api.deps import Operator, Reader, RuntimeDep, TemporalDep
+from api.errors import ApiError
+from api.runtime import ApiRuntime
+from api.schemas.common import Envelope, ErrorEnvelope
+from api.schemas.recovery import (
+    BackendAgentErrorRequest,
+    BackendAgentErrorResult,
+    BackendAgentResponse,
+    OperatorAction,
+    OptimizationDecision,
+    OptimizationPlan,
+    RecoveryCoordinationResult,
+    RecoveryNode,
+    RecoveryRoutingDecision,
+    RecoveryView,
+    TimelineEntry,
+)
+from workflows.recovery import ErrorRecoveryWorkflow
+from workflows.recovery_types import (
+    CancelRequest,
+    ErrorReport,
+    NodeSummary,
+    RecoveryInput,
+    RecoveryStatus,
+    ReportResult,
+    ResolveRequest,
+)
+
+router = APIRouter(tags=["recovery"])
+ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 422, 503)}
+# A report that reaches a recovery just as it ends is retried against the next run.
+ENDED_RETRIES = 3
+
+
+def recovery_workflow_id(service: str, stream_id: str) -> str:
+    """One workflow per error stream."""
+    return f"recovery:{service}:{stream_id}"
+
+
+def workflow_ui_url(runtime: ApiRuntime, workflow_id: str) -> str:
+    """Link to the workflow in the Temporal UI."""
+    namespace = quote(runtime.settings.temporal_namespace, safe="")
+    return f"{runtime.settings.temporal_ui_url}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
+
+
+def _validate_providers(runtime: ApiRuntime, body: BackendAgentErrorRequest) -> None:
+    snapshot = runtime.snapshot.current
+    require_service(snapshot, body.service_name)
+    known = {n.node_id for n in snapshot.nodes[body.service_name]}
+    strangers = [p for p in body.error_details.failed_providers if p not in known]
+    if strangers:
+        raise ApiError(
+            422, "validation_error", "invalid request: errorDetails.failedProviders",
+            [{"field": "errorDetails.failedProviders",
+              "message": f"{', '.join(strangers)} not a node of {body.service_name!r}; "
+                         f"its nodes: {', '.join(sorted(known))}"}],
+        )
+
+
+def _report(body: BackendAgentErrorRequest, request_key: str) -> ErrorReport:
+    return ErrorReport(
+        error_type=body.error_type,
+        severity=body.severity,
+        operation=body.operation,
+        error_message=body.error_message,
+        failed_providers=sorted(set(body.error_details.failed_providers)),
+        retry_attempts=body.error_details.retry_attempts,
+        cascading_services=body.error_details.cascading_services,
+        revenue_at_risk=body.business_impact.revenue_at_risk,
+        customer_impact=body.business_impact.customer_impact,
+        time_to_resolution_minutes=body.business_impact.time_to_resolution,
+        recovery_strategy_id=body.recovery_strategy_id,
+        monitoring_session_id=body.monitoring_session_id,
+        request_key=request_key,
+    )
+
+
+def _node(summary: NodeSummary) -> RecoveryNode:
+    return RecoveryNode(
+        node_id=summary.node_id,
+        provider_name=summary.provider_name,
+        region=summary.region,
+        success_rate=summary.success_rate,
+        cost_per_request=summary.cost_per_request,
+    )
+
+
+def _result(outcome: ReportResult, cascading: list[str]) -> BackendAgentErrorResult:
+    plan = outcome.plan
+    return BackendAgentErrorResult(
+        coordination_result=RecoveryCoordinationResult(
+            coordination_id=outcome.coordination_id,
+            routing_decision=RecoveryRoutingDecision(
+                selected_node=_node(plan.selected),
+                standby_node=_node(plan.standby) if plan.standby else None,
+                excluded_nodes=plan.excluded_nodes,
+            ),
+            optimization_decision=OptimizationDecision(
+                selected_strategy=plan.strategy,
+                optimization_plan=OptimizationPlan(
+                    primary_action=plan.action,
+                    estimated_cost=plan.estimated_cost,
+                    estimated_latency=plan.estimated_latency,
+                    restore_stages=plan.restore_stages,
+                ),
+                rule=plan.rule,
+            ),
+        ),
+        backend_agent_response=BackendAgentResponse(
+            error_handled=True,
+            coordination_id=outcome.coordination_id,
+            recovery_strategy=plan.strategy,
+            estimated_resolution_time=plan.estimated_resolution_minutes,
+            workflow_id=outcome.workflow_id,
+            error_count=outcome.error_count,
+            joined_existing_recovery=outcome.joined_existing,
+            phase=outcome.phase.value,
+            cascading_services=cascading,
+        ),
+    )
+
+
+async def report_error(
+    client: Client, runtime: ApiRuntime, body: BackendAgentErrorRequest, request_key: str
+) -> ReportResult:
+    """Update-with-start: start the stream's recovery or join the running one."""
+    workflow_id = recovery_workflow_id(body.service_name, body.stream_id)
+    report = _report(body, request_key)
+    for attempt in range(ENDED_RETRIES):
+        start = WithStartWorkflowOperation(
+            ErrorRecoveryWorkflow.run,
+            RecoveryInput(service=body.service_name, stream_id=body.stream_id),
+            id=workflow_id,
+            task_queue=runtime.settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=(
+                f"Recovery of {body.service_name} ({body.error_type}, {body.severity}) "
+                f"for stream {body.stream_id}"
+            ),
+        )
+        try:
+            return await client.execute_update_with_start_workflow(
+                ErrorRecoveryWorkflow.report_error, report, start_workflow_operation=start
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "NoEligibleNode":
+                raise ApiError(
+                    503, "no_eligible_node",
+                    f"no provider node of {body.service_name!r} can take over", 
+                    {"serviceName": body.service_name, "excludedNodes": list(cause.details)},
+                ) from exc
+            if "has ended" in str(cause) and attempt < ENDED_RETRIES - 1:
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            raise ApiError(409, "recovery_conflict", str(cause or exc)) from exc
+        except RPCError as exc:
+            raise _temporal_error(exc) from exc
+    raise ApiError(409, "recovery_conflict", "the stream's recovery kept ending; retry")
+
+
+def _temporal_error(exc: RPCError) -> ApiError:
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return ApiError(404, "not_found", "no such recovery workflow")
+    return ApiError(
+        503, "temporal_unavailable",
+        f"the workflow engine did not answer ({exc.status.name}); retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
+@router.post(
+    "/backend-agent-error",
+    response_model=Envelope[BackendAgentErrorResult],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def post_backend_agent_error(
+    body: BackendAgentErrorRequest,
+    runtime: RuntimeDep,
+    client: TemporalDep,
+    _: Operator,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Envelope[BackendAgentErrorResult]:
+    """Hand an error to its stream's durable recovery; answers once the new route is applied."""
+    _validate_providers(runtime, body)
+    outcome = await report_error(client, runtime, body, idempotency_key or "")
+    # The worker committed the override; route with it here at once, not after the next poll.
+    await asyncio.to_thread(runtime.snapshot.refresh)
+    return Envelope(
+        message="Backend Agent error handled successfully",
+        data=_result(outcome, sorted(set(body.error_details.cascading_services))),
+    )
+
+
+def _view(runtime: ApiRuntime, status: RecoveryStatus) -> RecoveryView:
+    return RecoveryView(
+        workflow_id=status.workflow_id,
+        service_name=status.service,
+        stream_id=status.stream_id,
+        source=status.source,
+        phase=status.phase.value,
+        severity=status.severity,
+        recovery_strategy=status.strategy,
+        action=status.action,
+        selected_node=status.selected_node,
+        failed_providers=status.failed_providers,
+        cascading_services=status.cascading_services,
+        error_count=status.error_count,
+        restore_fraction=status.restore_fraction,
+        escalated=status.escalated,
+        started_at=status.started_at,
+        ended_at=status.ended_at,
+        timeline=[TimelineEntry(at=s.at, step=s.step, detail=s.detail) for s in status.timeline],
+        temporal_ui_url=workflow_ui_url(runtime, status.workflow_id),
+    )
+
+
+@router.get(
+    "/recoveries/{workflow_id}",
+    response_model=Envelope[RecoveryView],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def get_recovery(
+    workflow_id: str, runtime: RuntimeDep, client: TemporalDep, _: Reader
+) -> Envelope[RecoveryView]:
+    """The recovery's phase, timeline, route and figures (its status query)."""
+    if not workflow_id.startswith("recovery:"):
+        raise ApiError(404, "not_found", f"{workflow_id!r} is not a recovery workflow id")
+    try:
+        status = await client.get_workflow_handle(workflow_id).query(ErrorRecoveryWorkflow.status)
+    except RPCError as exc:
+        raise _temporal_error(exc) from exc
+    return Envelope(data=_view(runtime, status))
+
+
+async def _operator_update(
+    client: Client, runtime: ApiRuntime, workflow_id: str, update: str, arg: object
+) -> RecoveryStatus:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        status: RecoveryStatus = await handle.execute_update(
+            update, arg, result_type=RecoveryStatus
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise ApiError(409, "recovery_ended", str(exc.cause or exc)) from exc
+    except RPCError as exc:
+        raise _temporal_error(exc) from exc
+    await asyncio.to_thread(runtime.snapshot.refresh)
+    return status
+
+
+@router.post(
+    "/recoveries/{workflow_id}/resolve",
+    response_model=Envelope[RecoveryView],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def resolve_recovery(
+    workflow_id: str, body: OperatorAction, runtime: RuntimeDep, client: TemporalDep,
+    principal: Operator,
+) -> Envelope[RecoveryView]:
+    """Operator: the provider is fixed; remove the override now and end as resolved."""
+    status = await _operator_update(
+        client, runtime, workflow_id, "resolve",
+        ResolveRequest(reason=body.reason, operator=principal.subject),
+    )
+    return Envelope(message="Recovery resolved", data=_view(runtime, status))
+
+
+@router.post(
+    "/recoveries/{workflow_id}/cancel",
+    response_model=Envelope[RecoveryView],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def cancel_recovery(
+    workflow_id: str, body: OperatorAction, runtime: RuntimeDep, client: TemporalDep,
+    principal: Operator,
+) -> Envelope[RecoveryView]:
+    """Operator: stop the recovery and remove its override."""
+    status = await _operator_update(
+        client, runtime, workflow_id, "cancel",
+        CancelRequest(reason=body.reason, operator=principal.subject),
+    )
+    return Envelope(message="Recovery cancelled", data=_view(runtime, status))

@@ -1,0 +1,189 @@
+"""Request and response models of backend-agent-error and the recovery endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from api.schemas.common import ResponseModel, WireModel
+
+Ident = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class BusinessImpact(WireModel):
+    """What the error costs the business."""
+
+    revenue_at_risk: float = Field(default=0.0, ge=0, le=1e12)
+    customer_impact: str = Field(default="moderate", max_length=50)
+    time_to_resolution: float = Field(default=15.0, gt=0, le=10080,
+                                      description="Minutes before the recovery escalates.")
+
+
+class ErrorDetails(WireModel):
+    """Which providers failed and what else is affected."""
+
+    failed_providers: list[str] = Field(default_factory=list, max_length=50)
+    retry_attempts: int = Field(default=0, ge=0, le=1000)
+    cascading_services: list[str] = Field(default_factory=list, max_length=50)
+
+
+class BackendAgentErrorRequest(WireModel):
+    """Body of POST backend-agent-error, as in the contract."""
+
+    error_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    service_name: str = Field(min_length=1, max_length=64)
+    operation: str = Field(default="", max_length=100)
+    severity: Literal["low", "medium", "high", "critical"]
+    error_message: str = Field(default="", max_length=4000)
+    business_impact: BusinessImpact = BusinessImpact()
+    error_details: ErrorDetails = ErrorDetails()
+    stream_id: str = Ident
+    recovery_strategy_id: str | None = Field(default=None, max_length=200)
+    monitoring_session_id: str | None = Field(default=None, max_length=200)
+
+
+class RecoveryNode(ResponseModel):
+    """The node the recovery routes to."""
+
+    node_id: str
+    provider_name: str
+    region: str
+    success_rate: float
+    cost_per_request: float
+
+
+class RecoveryRoutingDecision(ResponseModel):
+    """Routing part of the coordination result."""
+
+    selected_node: RecoveryNode
+    standby_node: RecoveryNode | None = None
+    excluded_nodes: list[str] = []
+
+
+class OptimizationPlan(ResponseModel):
+    """What the recovery does and what it costs."""
+
+    primary_action: str
+    estimated_cost: float
+    estimated_latency: float
+    restore_stages: list[float] = []
+
+
+class OptimizationDecision(ResponseModel):
+    """The recovery strategy and its plan."""
+
+    selected_strategy: str
+    optimization_plan: OptimizationPlan
+    rule: str | None = None
+
+
+class RecoveryCoordinationResult(ResponseModel):
+    """coordinationResult of backend-agent-error."""
+
+    coordination_id: str
+    routing_decision: RecoveryRoutingDecision
+    optimization_decision: OptimizationDecision
+
+
+class BackendAgentResponse(ResponseModel):
+    """What the backend agent needs back."""
+
+    error_handled: bool
+    coordination_id: str
+    recovery_strategy: str
+    estimated_resolution_time: float
+    workflow_id: str
+    error_count: int
+    joined_existing_recovery: bool
+    phase: str
+    cascading_services: list[str] = []
+
+
+class BackendAgentErrorResult(ResponseModel):
+    """data of backend-agent-error."""
+
+    coordination_result: RecoveryCoordinationResult
+    backend_agent_response: BackendAgentResponse
+
+
+class OperatorAction(WireModel):
+    """Body of resolve and cancel."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class TimelineEntry(ResponseModel):
+    """One step of a recovery."""
+
+    at: datetime
+    step: str
+    detail: str
+
+
+class RecoveryView(ResponseModel):
+    """GET recoveries/{workflowId}: the status query's answer."""
+
+    workflow_id: str
+    service_name: str
+    stream_id: str
+    source: str
+    phase: str
+    severity: str | None
+    recovery_strategy: str | None
+    action: str | None
+    selected_node: str | None
+    failed_providers: list[str]
+    cascading_services: list[str]
+    error_count: int
+    restore_fraction: float
+    escalated: bool
+    started_at: datetime | None
+    ended_at: datetime | None
+    timeline: list[TimelineEntry]
+    temporal_ui_url: str
+
+
+class ActiveCoordination(ResponseModel):
+    """A running recovery or emergency."""
+
+    workflow_id: str
+    kind: Literal["recovery", "emergency"]
+    service_name: str
+    phase: str
+    started_at: datetime
+    age_seconds: float
+    temporal_ui_url: str
+
+
+class ActiveCoordinations(ResponseModel):
+    """GET active-coordinations."""
+
+    total: int
+    recoveries: int
+    emergencies: int
+    coordinations: list[ActiveCoordination]
+
+
+class BackendAgentConnection(ResponseModel):
+    """One reporting stream and what it has sent."""
+
+    stream_id: str
+    service_name: str
+    status: str
+    first_seen: datetime
+    last_seen: datetime
+    errors: int
+    syncs: int
+    workflow_id: str | None
+    monitoring_sessions: list[str]
+    cascading_services: list[str]
+
+
+class BackendAgentConnections(ResponseModel):
+    """GET backend-agent-connections."""
+
+    total: int
+    active_last_15_minutes: int
+    connections: list[BackendAgentConnection]

@@ -1,0 +1,29 @@
+"""Replay recorded recovery histories: a change that breaks determinism fails here.
+
+Re-record after an intended change with
+`SWITCHYARD_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_recovery_workflow.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.recovery import ErrorRecoveryWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("recovery_*.json"))
+
+
+def test_histories_are_recorded() -> None:
+    assert len(HISTORIES) >= 4
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replay(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[ErrorRecoveryWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)

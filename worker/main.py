@@ -1,0 +1,62 @@
+"""The worker process: migrations, search attributes, then workflows and activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.emergency import EmergencyActivities
+from activities.recovery import RecoveryActivities
+from store.db import make_engine, make_session_factory
+from switchyard.settings import Settings
+from worker.client import connect
+from worker.setup import ensure_search_attributes
+from workflows.emergency import EmergencyOverrideWorkflow
+from workflows.recovery import ErrorRecoveryWorkflow
+
+log = logging.getLogger("switchyard.worker")
+
+WORKFLOWS: list[type] = [ErrorRecoveryWorkflow, EmergencyOverrideWorkflow]
+
+
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+    """A worker on the task queue with every workflow and activity wired to the store."""
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    sessions = make_session_factory(engine)
+    activities = [
+        *RecoveryActivities(sessions, settings).all(),
+        *EmergencyActivities(sessions, settings).all(),
+    ]
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        activity_executor=executor,
+        max_concurrent_activities=32,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then let running activities finish and stop polling."""
+    from api.app import prepare_store
+
+    await asyncio.to_thread(prepare_store, settings)
+    client = await connect(settings)
+    await ensure_search_attributes(client, settings.temporal_namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, settings, executor)
+        log.info("worker polling task queue %r", settings.temporal_task_queue)
+        async with worker:
+            await stop.wait()
+            log.info("worker shutting down")
+    log.info("worker stopped")

@@ -1,0 +1,1 @@
+"""Temporal workflows: deterministic, importing only routing/ and their own types."""

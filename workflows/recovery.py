@@ -1,0 +1,421 @@
+"""ErrorRecoveryWorkflow: one durable recovery per error stream.
+
+register stream -> choose strategy and route -> apply override -> monitor the failed providers
+(timers + health checks) -> staged restore -> resolved; escalation when timeToResolution passes;
+unresolved after the monitoring maximum, with the failed providers held out of routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.recovery_types import (
+        TERMINAL_PHASES,
+        ApplyOverrideInput,
+        CancelRequest,
+        ErrorReport,
+        FinishInput,
+        HealthCheckInput,
+        HealthCheckResult,
+        PlanRouteInput,
+        RecoveryEventInput,
+        RecoveryInput,
+        RecoveryPhase,
+        RecoveryStatus,
+        RegisterErrorInput,
+        ReportResult,
+        ResolveRequest,
+        RoutePlan,
+        TimelineStep,
+    )
+    from workflows.search import PHASE, RECOVERY_STRATEGY, SERVICE_NAME, SEVERITY
+
+SEVERITIES = ("low", "medium", "high", "critical")
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+)
+ACTIVITY_TIMEOUT = timedelta(seconds=15)
+
+
+@workflow.defn
+class ErrorRecoveryWorkflow:
+    """Recovers one error stream of one service and always leaves routing clean."""
+
+    @workflow.init
+    def __init__(self, data: RecoveryInput) -> None:
+        self._input = data
+        self._phase = RecoveryPhase.waiting
+        self._plan: RoutePlan | None = None
+        self._failed: set[str] = set()
+        self._cascading: set[str] = set()
+        self._severity: str | None = None
+        self._errors = 0
+        self._results: dict[str, ReportResult] = {}
+        self._restore_fraction = 0.0
+        self._escalated = False
+        self._escalate_at: datetime | None = None
+        self._last_error_at: datetime | None = None
+        self._resolve: ResolveRequest | None = None
+        self._cancel: CancelRequest | None = None
+        self._steps = 0
+        self._timeline: list[TimelineStep] = []
+        self._ended_at: datetime | None = None
+        self._lock = asyncio.Lock()
+        # Here, not in run: with update-with-start the first error's handler runs before run.
+        self._started_at: datetime = workflow.now()
+        self._note("started", f"source={data.source}")
+
+    # ---- run ----
+
+    @workflow.run
+    async def run(self, data: RecoveryInput) -> RecoveryStatus:
+        """Drive the recovery to an end and return the final status."""
+        config = data.config
+        self._set_search_attributes()
+        deadline = self._started_at + timedelta(minutes=config.max_monitoring_minutes)
+        got_error = await self._wait(
+            lambda: self._plan is not None or self._stopping(), deadline - workflow.now()
+        )
+        outcome = RecoveryPhase.unresolved
+        reason = "no error with a route was reported"
+        if got_error and not self._stopping():
+            outcome, reason = await self._monitor(deadline)
+        if self._cancel is not None:
+            outcome, reason = RecoveryPhase.cancelled, self._cancel.reason
+        elif self._resolve is not None:
+            outcome, reason = RecoveryPhase.resolved, f"resolved by operator: {self._resolve.reason}"
+        await self._finish(outcome, reason)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._status()
+
+    async def _monitor(self, deadline: datetime) -> tuple[RecoveryPhase, str]:
+        """Health-check the failed providers until they are back and traffic is restored."""
+        config = self._input.config
+        interval = timedelta(seconds=config.check_interval_seconds)
+        healthy_streak = 0
+        while not self._stopping():
+            now = workflow.now()
+            if now >= deadline:
+                return RecoveryPhase.unresolved, "monitoring maximum reached"
+            await self._maybe_escalate()
+            errors_before = self._errors
+            await self._wait(
+                lambda: self._stopping() or self._errors != errors_before,
+                min(interval, deadline - now),
+            )
+            if self._stopping():
+                break
+            if self._errors != errors_before:
+                healthy_streak = 0
+                continue
+            check = await self._check_failed()
+            healthy_streak = healthy_streak + 1 if check.all_healthy else 0
+            if healthy_streak < config.healthy_checks_to_restore or not self._window_passed():
+                continue
+            if await self._staged_restore():
+                return RecoveryPhase.resolved, "providers healthy; traffic restored in stages"
+            healthy_streak = 0
+        return RecoveryPhase.cancelled, ""
+
+    async def _staged_restore(self) -> bool:
+        """Give traffic back stage by stage; False (and fully re-routed) if errors return."""
+        assert self._plan is not None
+        hold = timedelta(seconds=self._stage_hold())
+        for fraction in self._plan.restore_stages or [1.0]:
+            if fraction < 1.0:
+                async with self._lock:  # report_error re-routes under the same lock
+                    errors_before = self._errors
+                    await self._apply(fraction, event="recovery_stage_restored")
+                self._phase = RecoveryPhase.restoring
+                self._set_search_attributes()
+                self._note("stage_restored", f"{fraction:.0%} of traffic back on the providers")
+                await self._wait(
+                    lambda: self._stopping() or self._errors != errors_before, hold
+                )
+                if self._stopping():
+                    return False
+                check = await self._check_failed()
+                if self._errors != errors_before or not check.all_healthy:
+                    await self._abort_restore(fraction, check)
+                    return False
+        self._restore_fraction = 1.0
+        self._note("stage_restored", "100% of traffic back on the providers")
+        return True
+
+    async def _abort_restore(self, fraction: float, check: HealthCheckResult) -> None:
+        why = "new errors" if check.all_healthy else "providers unhealthy again"
+        async with self._lock:
+            await self._apply(0.0, event="recovery_restore_aborted")
+        self._phase = RecoveryPhase.escalated if self._escalated else RecoveryPhase.rerouted
+        self._set_search_attributes()
+        self._note("restore_aborted", f"at {fraction:.0%}: {why}")
+
+    async def _maybe_escalate(self) -> None:
+        if self._escalated or self._escalate_at is None or workflow.now() < self._escalate_at:
+            return
+        self._escalated = True
+        self._phase = RecoveryPhase.escalated
+        self._set_search_attributes()
+        self._note("escalated", "timeToResolution passed; still monitoring")
+        await self._event("recovery_escalated", stream_status="escalated",
+                          payload={"errorCount": self._errors})
+
+    # ---- updates and queries ----
+
+    @workflow.update
+    async def report_error(self, report: ErrorReport) -> ReportResult:
+        """Join an error to this recovery: exclude its failed providers, re-select the route."""
+        async with self._lock:
+            if report.request_key and report.request_key in self._results:
+                return self._results[report.request_key]
+            self._errors += 1
+            number = self._errors
+            self._last_error_at = workflow.now()
+            self._failed |= set(report.failed_providers)
+            self._cascading |= set(report.cascading_services)
+            self._severity = _worse(self._severity, report.severity)
+            if self._escalate_at is None:
+                self._escalate_at = workflow.now() + timedelta(
+                    minutes=report.time_to_resolution_minutes
+                )
+            self._note("error_reported", f"#{number} {report.error_type} ({report.severity})")
+            await self._activity(
+                "recovery.register_error",
+                RegisterErrorInput(
+                    key=self._key("error", number), workflow_id=self._id, service=self._service,
+                    stream_id=self._input.stream_id, report=report, error_number=number,
+                ),
+            )
+            try:
+                plan = await workflow.execute_activity(
+                    "recovery.plan_route",
+                    PlanRouteInput(
+                        service=self._service, error_type=report.error_type,
+                        severity=self._severity or report.severity,
+                        revenue_at_risk=report.revenue_at_risk,
+                        customer_impact=report.customer_impact,
+                        failed_providers=sorted(self._failed),
+                    ),
+                    result_type=RoutePlan,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
+                )
+            except ActivityError as exc:
+                self._note("no_route", str(exc.cause) if exc.cause else str(exc))
+                cause = exc.cause
+                if isinstance(cause, ApplicationError):
+                    raise ApplicationError(
+                        cause.message, *cause.details, type=cause.type, non_retryable=True
+                    ) from exc
+                raise
+            self._plan = plan
+            coordination_id = (
+                f"backend_error_coordination_{int(workflow.now().timestamp())}_"
+                f"{workflow.uuid4().hex[:6]}"
+            )
+            await self._apply(0.0, coordination_id=coordination_id, operation=report.operation)
+            if self._phase in (RecoveryPhase.waiting, RecoveryPhase.restoring):
+                self._phase = RecoveryPhase.escalated if self._escalated else RecoveryPhase.rerouted
+            self._set_search_attributes()
+            self._note("route_applied", f"{plan.selected.node_id} via {plan.strategy} "
+                                        f"({plan.action})")
+            result = ReportResult(
+                workflow_id=self._id, coordination_id=coordination_id, error_count=number,
+                joined_existing=number > 1, plan=plan, phase=self._phase,
+            )
+            if report.request_key:
+                self._results[report.request_key] = result
+            return result
+
+    @report_error.validator
+    def _validate_report(self, report: ErrorReport) -> None:
+        if self._phase in TERMINAL_PHASES or self._stopping():
+            raise ValueError("this recovery has ended; a new error starts a new recovery")
+        if report.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
+
+    @workflow.update
+    async def resolve(self, request: ResolveRequest) -> RecoveryStatus:
+        """Operator: the problem is fixed; restore routing now and end as resolved."""
+        self._resolve = request
+        self._note("resolve_requested", request.reason)
+        await workflow.wait_condition(lambda: self._phase in TERMINAL_PHASES)
+        return self._status()
+
+    @resolve.validator
+    def _validate_resolve(self, request: ResolveRequest) -> None:
+        self._refuse_if_ended()
+
+    @workflow.update
+    async def cancel(self, request: CancelRequest) -> RecoveryStatus:
+        """Operator: stop this recovery and remove its override."""
+        self._cancel = request
+        self._note("cancel_requested", request.reason)
+        await workflow.wait_condition(lambda: self._phase in TERMINAL_PHASES)
+        return self._status()
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        self._refuse_if_ended()
+
+    @workflow.query
+    def status(self) -> RecoveryStatus:
+        """Phase, timeline, route, failed providers, error count and strategy."""
+        return self._status()
+
+    # ---- helpers ----
+
+    @property
+    def _id(self) -> str:
+        return workflow.info().workflow_id
+
+    @property
+    def _service(self) -> str:
+        return self._input.service
+
+    def _stopping(self) -> bool:
+        return self._cancel is not None or self._resolve is not None
+
+    def _refuse_if_ended(self) -> None:
+        if self._phase in TERMINAL_PHASES or self._stopping():
+            raise ValueError("this recovery has already ended or is ending")
+
+    def _key(self, step: str, number: int | None = None) -> str:
+        """Ledger key: workflow id + run id + step, so a later run of the same id starts fresh."""
+        if number is None:
+            self._steps += 1
+            number = self._steps
+        return f"{self._id}/{workflow.info().run_id}/{step}/{number}"
+
+    def _stage_hold(self) -> float:
+        assert self._plan is not None
+        configured = self._input.config.stage_hold_seconds
+        return configured if configured is not None else self._plan.stage_hold_seconds
+
+    def _window_passed(self) -> bool:
+        assert self._plan is not None and self._last_error_at is not None
+        configured = self._input.config.monitoring_seconds
+        window = configured if configured is not None else self._plan.monitoring_seconds
+        return workflow.now() - self._last_error_at >= timedelta(seconds=window)
+
+    async def _wait(self, condition: Callable[[], bool], timeout: timedelta) -> bool:
+        """wait_condition with a timeout; True when the condition became true."""
+        if timeout <= timedelta(0):
+            return condition()
+        try:
+            await workflow.wait_condition(condition, timeout=timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _activity(self, name: str, arg: object) -> dict[str, object]:
+        result: dict[str, object] = await workflow.execute_activity(
+            name, arg, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY
+        )
+        return result
+
+    async def _apply(
+        self, fraction: float, *, event: str = "recovery_route_applied",
+        coordination_id: str | None = None, operation: str = "",
+    ) -> None:
+        assert self._plan is not None
+        self._restore_fraction = fraction
+        await self._activity(
+            "recovery.apply_override",
+            ApplyOverrideInput(
+                key=self._key("override"), workflow_id=self._id, service=self._service,
+                stream_id=self._input.stream_id, plan=self._plan, restore_fraction=fraction,
+                coordination_id=coordination_id, operation=operation, event=event,
+            ),
+        )
+
+    async def _check_failed(self) -> HealthCheckResult:
+        result: HealthCheckResult = await workflow.execute_activity(
+            "recovery.check_health",
+            HealthCheckInput(node_ids=sorted(self._failed)),
+            result_type=HealthCheckResult,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return result
+
+    async def _event(
+        self, event_type: str, *, stream_status: str | None = None,
+        payload: dict[str, object] | None = None,
+    ) -> None:
+        await self._activity(
+            "recovery.publish_event",
+            RecoveryEventInput(
+                key=self._key("event"), workflow_id=self._id, service=self._service,
+                stream_id=self._input.stream_id, event_type=event_type,
+                stream_status=stream_status, payload=payload or {},
+            ),
+        )
+
+    async def _finish(self, outcome: RecoveryPhase, reason: str) -> None:
+        hold = sorted(self._failed) if outcome is RecoveryPhase.unresolved else []
+        await self._activity(
+            "recovery.finish",
+            FinishInput(
+                key=self._key("finish"), workflow_id=self._id, service=self._service,
+                stream_id=self._input.stream_id, outcome=outcome, reason=reason,
+                hold_open_nodes=hold,
+            ),
+        )
+        self._phase = outcome
+        self._ended_at = workflow.now()
+        self._set_search_attributes()
+        self._note(outcome.value, reason)
+
+    def _note(self, step: str, detail: str = "") -> None:
+        self._timeline.append(TimelineStep(at=workflow.now(), step=step, detail=detail))
+
+    def _set_search_attributes(self) -> None:
+        if not self._input.config.search_attributes:
+            return
+        updates = [
+            SERVICE_NAME.value_set(self._service),
+            PHASE.value_set(self._phase.value),
+        ]
+        if self._severity:
+            updates.append(SEVERITY.value_set(self._severity))
+        if self._plan:
+            updates.append(RECOVERY_STRATEGY.value_set(self._plan.strategy))
+        workflow.upsert_search_attributes(updates)
+
+    def _status(self) -> RecoveryStatus:
+        return RecoveryStatus(
+            workflow_id=self._id,
+            service=self._service,
+            stream_id=self._input.stream_id,
+            source=self._input.source,
+            phase=self._phase,
+            severity=self._severity,
+            strategy=self._plan.strategy if self._plan else None,
+            action=self._plan.action if self._plan else None,
+            selected_node=self._plan.selected.node_id if self._plan else None,
+            failed_providers=sorted(self._failed),
+            cascading_services=sorted(self._cascading),
+            error_count=self._errors,
+            restore_fraction=self._restore_fraction,
+            escalated=self._escalated,
+            started_at=self._started_at,
+            ended_at=self._ended_at,
+            timeline=list(self._timeline),
+        )
+
+
+def _worse(current: str | None, new: str) -> str:
+    """The more severe of two severities."""
+    if current is None or SEVERITIES.index(new) > SEVERITIES.index(current):
+        return new
+    return current

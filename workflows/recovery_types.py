@@ -1,0 +1,241 @@
+"""Inputs, outputs and state of ErrorRecoveryWorkflow and its activities.
+
+New fields always get defaults so that recorded histories keep decoding.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class RecoveryPhase(StrEnum):
+    """Where a recovery is; also the Phase search attribute."""
+
+    waiting = "waiting"  # started, no error applied yet
+    rerouted = "rerouted"  # override applied, monitoring the failed providers
+    restoring = "restoring"  # staged restore in progress
+    escalated = "escalated"  # timeToResolution passed, still monitoring
+    resolved = "resolved"
+    unresolved = "unresolved"  # gave up after the monitoring maximum; routing left safe
+    cancelled = "cancelled"
+
+
+TERMINAL_PHASES = frozenset({RecoveryPhase.resolved, RecoveryPhase.unresolved,
+                             RecoveryPhase.cancelled})
+
+
+class RecoveryConfig(BaseModel):
+    """Timers of a recovery. Defaults are production values; tests shorten them."""
+
+    check_interval_seconds: float = 30.0
+    healthy_checks_to_restore: int = 2
+    max_monitoring_minutes: float = 120.0
+    stage_hold_seconds: float | None = None  # None: the plan's hold
+    monitoring_seconds: float | None = None  # None: the plan's minimum monitoring window
+    # Off only where the server has no custom search attributes (the time-skipping test server).
+    search_attributes: bool = True
+
+
+class RecoveryInput(BaseModel):
+    """Start input: which stream of which service this workflow recovers."""
+
+    service: str
+    stream_id: str
+    source: str = "backend_agent"  # backend_agent | monitor
+    config: RecoveryConfig = RecoveryConfig()
+
+
+class ErrorReport(BaseModel):
+    """One error of the stream (the backend-agent-error body, normalised)."""
+
+    error_type: str
+    severity: str
+    operation: str = ""
+    error_message: str = ""
+    failed_providers: list[str] = Field(default_factory=list)
+    retry_attempts: int = 0
+    cascading_services: list[str] = Field(default_factory=list)
+    revenue_at_risk: float = 0.0
+    customer_impact: str = ""
+    time_to_resolution_minutes: float = 15.0
+    recovery_strategy_id: str | None = None
+    monitoring_session_id: str | None = None
+    request_key: str = ""  # caller-supplied dedupe key for the same delivery
+
+
+class NodeSummary(BaseModel):
+    """A node as reported to callers."""
+
+    node_id: str
+    provider_name: str
+    region: str
+    success_rate: float
+    cost_per_request: float
+    health_score: float
+    latency_ms: float
+
+
+class RoutePlan(BaseModel):
+    """The route a recovery selected (result of the plan activity)."""
+
+    strategy: str
+    action: str
+    rule: str
+    selected: NodeSummary
+    standby: NodeSummary | None = None
+    excluded_nodes: list[str] = Field(default_factory=list)
+    estimated_cost: float
+    estimated_latency: float
+    restore_stages: list[float] = Field(default_factory=list)
+    stage_hold_seconds: float
+    monitoring_seconds: float
+    estimated_resolution_minutes: float
+
+
+class ReportResult(BaseModel):
+    """What report_error answers once the route is applied."""
+
+    workflow_id: str
+    coordination_id: str
+    error_count: int
+    joined_existing: bool
+    plan: RoutePlan
+    phase: RecoveryPhase
+
+
+class TimelineStep(BaseModel):
+    """One step of the recovery, for the status query and the UI."""
+
+    at: datetime
+    step: str
+    detail: str = ""
+
+
+class RecoveryStatus(BaseModel):
+    """The status query's answer."""
+
+    workflow_id: str
+    service: str
+    stream_id: str
+    source: str
+    phase: RecoveryPhase
+    severity: str | None = None
+    strategy: str | None = None
+    action: str | None = None
+    selected_node: str | None = None
+    failed_providers: list[str] = Field(default_factory=list)
+    cascading_services: list[str] = Field(default_factory=list)
+    error_count: int = 0
+    restore_fraction: float = 0.0
+    escalated: bool = False
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    timeline: list[TimelineStep] = Field(default_factory=list)
+
+
+class ResolveRequest(BaseModel):
+    """Operator resolution."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+    operator: str = ""
+
+
+class CancelRequest(BaseModel):
+    """Operator cancellation."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+    operator: str = ""
+
+
+# ---- activity inputs / outputs ----
+
+
+class RegisterErrorInput(BaseModel):
+    """Record the stream and this error event."""
+
+    key: str
+    workflow_id: str
+    service: str
+    stream_id: str
+    report: ErrorReport
+    error_number: int
+
+
+class PlanRouteInput(BaseModel):
+    """Choose the recovery and the route with routing/."""
+
+    service: str
+    error_type: str
+    severity: str
+    revenue_at_risk: float
+    customer_impact: str
+    failed_providers: list[str]
+
+
+class ApplyOverrideInput(BaseModel):
+    """Put (or move) the workflow's routing override in the store."""
+
+    key: str
+    workflow_id: str
+    service: str
+    stream_id: str
+    plan: RoutePlan
+    restore_fraction: float = 0.0
+    coordination_id: str | None = None  # set when this application answers an error report
+    operation: str = ""
+    event: str = "recovery_route_applied"
+
+
+class HealthCheckInput(BaseModel):
+    """Which nodes to check."""
+
+    node_ids: list[str]
+
+
+class NodeCheck(BaseModel):
+    """Health of one node now."""
+
+    node_id: str
+    healthy: bool
+    health_score: float
+    success_rate: float
+    breaker_state: str
+    detail: str = ""
+
+
+class HealthCheckResult(BaseModel):
+    """Health of the checked nodes."""
+
+    nodes: list[NodeCheck]
+
+    @property
+    def all_healthy(self) -> bool:
+        """True when every checked node is healthy."""
+        return all(n.healthy for n in self.nodes)
+
+
+class RecoveryEventInput(BaseModel):
+    """Publish a recovery event and move the stream's status."""
+
+    key: str
+    workflow_id: str
+    service: str
+    stream_id: str
+    event_type: str
+    stream_status: str | None = None
+    payload: dict[str, object] = Field(default_factory=dict)
+
+
+class FinishInput(BaseModel):
+    """Remove the override and record how the recovery ended."""
+
+    key: str
+    workflow_id: str
+    service: str
+    stream_id: str
+    outcome: RecoveryPhase
+    reason: str = ""
+    hold_open_nodes: list[str] = Field(default_factory=list)  # unresolved: keep these out
