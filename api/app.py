@@ -13,7 +13,7 @@ from api.routes import health
 from api.runtime import ApiRuntime
 from api.snapshot import SnapshotCache
 from store.catalog import load_catalog_file, seed_catalog
-from store.db import make_engine, make_session_factory, migrate, transaction
+from store.db import make_engine, make_session_factory, migrate, start_up_lock, transaction
 from switchyard.settings import Settings, get_settings
 
 PREFIX = "/api/v1/enhanced-traffic-coordination"
@@ -26,7 +26,10 @@ def prepare_store(settings: Settings) -> None:
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
-        with transaction(make_session_factory(engine)) as session:
+        # Under the start-up lock: the API and the worker may both find the catalog empty.
+        with start_up_lock(settings.database_url), transaction(
+            make_session_factory(engine)
+        ) as session:
             if seed_catalog(session, catalog):
                 log.info("loaded provider catalog from %s", settings.catalog_path)
     finally:
@@ -70,6 +73,6 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
 
 
 def _route_modules() -> list:  # type: ignore[type-arg]
-    from api.routes import coordination
+    from api.routes import analytics, connections, coordination, emergency, recovery
 
-    return [health, coordination]
+    return [health, coordination, analytics, recovery, connections, emergency]

@@ -13,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any 64-bit constant: serialises concurrent migrations (API and worker starting together).
@@ -29,9 +30,10 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
             url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
-        # SELECT ... then UPDATE in one transaction is serialisable (BEGIN IMMEDIATE on writes).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # pysqlite's own transaction handling is off (isolation_level=None); begin every
+        # transaction IMMEDIATE so two writers queue on busy_timeout instead of failing with
+        # "database is locked" when a read lock cannot be upgraded. WAL keeps readers free.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     return create_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -70,24 +72,32 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str) -> None:
     """Bring the database to the newest schema; safe to call from several processes at once."""
-    engine = make_engine(url)
+    with start_up_lock(url):
+        command.upgrade(alembic_config(url), "head")
+
+
+@contextmanager
+def start_up_lock(url: str) -> Iterator[None]:
+    """Serialise start-up work (migrations, catalog loading) across processes.
+
+    PostgreSQL: a session advisory lock. SQLite: an flock on a file beside the database.
+    """
+    if make_url(url).get_backend_name() != "postgresql":
+        database = make_url(url).database or ""
+        lock_path = Path(database + ".lock") if database and database != ":memory:" else None
+        with _file_lock(lock_path):
+            yield
+        return
+    engine = create_engine(url, poolclass=NullPool)
     try:
-        if engine.dialect.name == "postgresql":
-            with engine.connect() as conn:
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
-                try:
-                    config = alembic_config(url)
-                    config.attributes["connection"] = conn
-                    command.upgrade(config, "head")
-                    conn.commit()
-                finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_ID})
-                    conn.commit()
-        else:
-            database = make_url(url).database or ""
-            lock_path = Path(database + ".migrate.lock") if database else None
-            with _file_lock(lock_path):
-                command.upgrade(alembic_config(url), "head")
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_ID})
+                conn.commit()
     finally:
         engine.dispose()
 
