@@ -52,6 +52,16 @@ class Settings(BaseSettings):
         default=0.5, description="SQLite snapshot refresh interval (PostgreSQL uses NOTIFY)."
     )
 
+    recovery_check_interval_seconds: float = Field(default=30.0, gt=0)
+    recovery_healthy_checks: int = Field(default=2, ge=1)
+    recovery_max_monitoring_minutes: float = Field(default=120.0, gt=0)
+    recovery_stage_hold_seconds: float | None = Field(
+        default=None, gt=0, description="Override the plan's hold per restore stage."
+    )
+    recovery_monitoring_seconds: float | None = Field(
+        default=None, gt=0, description="Override the plan's minimum monitoring window."
+    )
+
     jwt_secret: str = Field(default="", description="HS256 signing secret; generated in dev.")
     jwt_algorithm: str = "HS256"
     jwt_audience: str = "switchyard"

@@ -21,6 +21,7 @@ from api.deps import Operator, Reader, RuntimeDep, TemporalDep
 from api.errors import ApiError
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
+from switchyard.settings import Settings
 from api.schemas.recovery import (
     BackendAgentErrorRequest,
     BackendAgentErrorResult,
@@ -39,6 +40,7 @@ from workflows.recovery_types import (
     CancelRequest,
     ErrorReport,
     NodeSummary,
+    RecoveryConfig,
     RecoveryInput,
     RecoveryStatus,
     ReportResult,
@@ -60,6 +62,17 @@ def workflow_ui_url(runtime: ApiRuntime, workflow_id: str) -> str:
     """Link to the workflow in the Temporal UI."""
     namespace = quote(runtime.settings.temporal_namespace, safe="")
     return f"{runtime.settings.temporal_ui_url}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
+
+
+def recovery_config(settings: Settings) -> RecoveryConfig:
+    """The recovery timers configured for this deployment."""
+    return RecoveryConfig(
+        check_interval_seconds=settings.recovery_check_interval_seconds,
+        healthy_checks_to_restore=settings.recovery_healthy_checks,
+        max_monitoring_minutes=settings.recovery_max_monitoring_minutes,
+        stage_hold_seconds=settings.recovery_stage_hold_seconds,
+        monitoring_seconds=settings.recovery_monitoring_seconds,
+    )
 
 
 def _validate_providers(runtime: ApiRuntime, body: BackendAgentErrorRequest) -> None:
@@ -148,7 +161,11 @@ async def report_error(
     for attempt in range(ENDED_RETRIES):
         start = WithStartWorkflowOperation(
             ErrorRecoveryWorkflow.run,
-            RecoveryInput(service=body.service_name, stream_id=body.stream_id),
+            RecoveryInput(
+                service=body.service_name,
+                stream_id=body.stream_id,
+                config=recovery_config(runtime.settings),
+            ),
             id=workflow_id,
             task_queue=runtime.settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
