@@ -105,9 +105,17 @@ class RecoveryActivities:
             created = insert_ignore(
                 session,
                 ErrorStream,
-                {"stream_id": data.stream_id, "service": data.service, "status": "recovering",
-                 "error_count": 0, "sync_count": 0, "first_seen": now, "last_seen": now,
-                 "cascading_services": [], "workflow_id": data.workflow_id},
+                {
+                    "stream_id": data.stream_id,
+                    "service": data.service,
+                    "status": "recovering",
+                    "error_count": 0,
+                    "sync_count": 0,
+                    "first_seen": now,
+                    "last_seen": now,
+                    "cascading_services": [],
+                    "workflow_id": data.workflow_id,
+                },
             )
             stream = session.get(ErrorStream, data.stream_id, with_for_update=True)
             assert stream is not None
@@ -122,8 +130,11 @@ class RecoveryActivities:
             if report.monitoring_session_id:
                 stream.monitoring_session_id = report.monitoring_session_id
                 touch_monitoring_session(
-                    session, session_id=report.monitoring_session_id, service=data.service,
-                    stream_id=data.stream_id, now=now,
+                    session,
+                    session_id=report.monitoring_session_id,
+                    service=data.service,
+                    stream_id=data.stream_id,
+                    now=now,
                 )
             session.add(
                 ErrorEvent(
@@ -140,12 +151,20 @@ class RecoveryActivities:
             )
             if data.error_number == 1:
                 publish(
-                    session, "recovery_started",
-                    {"workflowId": data.workflow_id, "serviceName": data.service,
-                     "errorStreamId": data.stream_id, "errorType": report.error_type,
-                     "severity": report.severity, "failedProviders": report.failed_providers,
-                     "cascadingServices": report.cascading_services},
-                    service=data.service, workflow_id=data.workflow_id, at=now,
+                    session,
+                    "recovery_started",
+                    {
+                        "workflowId": data.workflow_id,
+                        "serviceName": data.service,
+                        "errorStreamId": data.stream_id,
+                        "errorType": report.error_type,
+                        "severity": report.severity,
+                        "failedProviders": report.failed_providers,
+                        "cascadingServices": report.cascading_services,
+                    },
+                    service=data.service,
+                    workflow_id=data.workflow_id,
+                    at=now,
                 )
             return {"streamCreated": created, "errorCount": stream.error_count}
 
@@ -166,8 +185,10 @@ class RecoveryActivities:
         except NoEligibleNode as exc:
             raise ApplicationError(
                 str(exc),
-                [{"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
-                 for e in exc.exclusions],
+                [
+                    {"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
+                    for e in exc.exclusions
+                ],
                 type="NoEligibleNode",
                 non_retryable=True,
             ) from exc
@@ -212,15 +233,24 @@ class RecoveryActivities:
                     )
                 )
             publish(
-                session, data.event,
-                {"workflowId": data.workflow_id, "serviceName": data.service,
-                 "errorStreamId": data.stream_id, "coordinationId": data.coordination_id,
-                 "selectedProvider": plan.selected.provider_name,
-                 "selectedNode": plan.selected.node_id, "strategy": plan.strategy,
-                 "action": plan.action, "excludedNodes": plan.excluded_nodes,
-                 "restoreFraction": data.restore_fraction},
-                service=data.service, workflow_id=data.workflow_id,
-                coordination_id=data.coordination_id, at=now,
+                session,
+                data.event,
+                {
+                    "workflowId": data.workflow_id,
+                    "serviceName": data.service,
+                    "errorStreamId": data.stream_id,
+                    "coordinationId": data.coordination_id,
+                    "selectedProvider": plan.selected.provider_name,
+                    "selectedNode": plan.selected.node_id,
+                    "strategy": plan.strategy,
+                    "action": plan.action,
+                    "excludedNodes": plan.excluded_nodes,
+                    "restoreFraction": data.restore_fraction,
+                },
+                service=data.service,
+                workflow_id=data.workflow_id,
+                coordination_id=data.coordination_id,
+                at=now,
             )
             snapshot_changed(session)
             return {"revision": row.revision}
@@ -249,9 +279,12 @@ class RecoveryActivities:
                 problems.append(f"p95 {health.latency_p95_ms:g} ms above SLO")
             checks.append(
                 NodeCheck(
-                    node_id=node.node_id, healthy=not problems,
-                    health_score=health.health_score, success_rate=health.success_rate,
-                    breaker_state=health.breaker_state, detail="; ".join(problems) or "healthy",
+                    node_id=node.node_id,
+                    healthy=not problems,
+                    health_score=health.health_score,
+                    success_rate=health.success_rate,
+                    breaker_state=health.breaker_state,
+                    detail="; ".join(problems) or "healthy",
                 )
             )
         return HealthCheckResult(nodes=checks)
@@ -269,10 +302,17 @@ class RecoveryActivities:
                     .values(status=data.stream_status)
                 )
             event = publish(
-                session, data.event_type,
-                {"workflowId": data.workflow_id, "serviceName": data.service,
-                 "errorStreamId": data.stream_id, **data.payload},
-                service=data.service, workflow_id=data.workflow_id, at=now,
+                session,
+                data.event_type,
+                {
+                    "workflowId": data.workflow_id,
+                    "serviceName": data.service,
+                    "errorStreamId": data.stream_id,
+                    **data.payload,
+                },
+                service=data.service,
+                workflow_id=data.workflow_id,
+                at=now,
             )
             return {"eventId": event.id}
 
@@ -293,8 +333,11 @@ class RecoveryActivities:
                 session.execute(
                     update(NodeHealthRow)
                     .where(NodeHealthRow.node_id.in_(data.hold_open_nodes))
-                    .values(breaker_state=BreakerState.OPEN.value,
-                            breaker_forced=BreakerState.OPEN.value, updated_at=now)
+                    .values(
+                        breaker_state=BreakerState.OPEN.value,
+                        breaker_forced=BreakerState.OPEN.value,
+                        updated_at=now,
+                    )
                 )
             session.execute(
                 update(ErrorStream)
@@ -306,11 +349,19 @@ class RecoveryActivities:
                 RecoveryPhase.cancelled: "recovery_cancelled",
             }.get(data.outcome, "recovery_unresolved")
             publish(
-                session, event_type,
-                {"workflowId": data.workflow_id, "serviceName": data.service,
-                 "errorStreamId": data.stream_id, "outcome": data.outcome.value,
-                 "reason": data.reason, "heldOpen": data.hold_open_nodes},
-                service=data.service, workflow_id=data.workflow_id, at=now,
+                session,
+                event_type,
+                {
+                    "workflowId": data.workflow_id,
+                    "serviceName": data.service,
+                    "errorStreamId": data.stream_id,
+                    "outcome": data.outcome.value,
+                    "reason": data.reason,
+                    "heldOpen": data.hold_open_nodes,
+                },
+                service=data.service,
+                workflow_id=data.workflow_id,
+                at=now,
             )
             snapshot_changed(session)
             return {"outcome": data.outcome.value}

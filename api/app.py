@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI
 
@@ -27,9 +28,10 @@ def prepare_store(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     try:
         # Under the start-up lock: the API and the worker may both find the catalog empty.
-        with start_up_lock(settings.database_url), transaction(
-            make_session_factory(engine)
-        ) as session:
+        with (
+            start_up_lock(settings.database_url),
+            transaction(make_session_factory(engine)) as session,
+        ):
             if seed_catalog(session, catalog):
                 log.info("loaded provider catalog from %s", settings.catalog_path)
     finally:
@@ -72,7 +74,7 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
     return app
 
 
-def _route_modules() -> list:  # type: ignore[type-arg]
+def _route_modules() -> list[ModuleType]:
     from api.routes import analytics, connections, coordination, emergency, recovery
 
     return [health, coordination, analytics, recovery, connections, emergency]

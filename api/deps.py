@@ -41,7 +41,8 @@ async def get_temporal(runtime: RuntimeDep) -> Client:
         return await runtime.temporal()
     except Exception as exc:
         raise ApiError(
-            503, "temporal_unavailable",
+            503,
+            "temporal_unavailable",
             "the workflow engine (Temporal) is unreachable; nothing was started, retry shortly",
             headers={"Retry-After": "5"},
         ) from exc
@@ -57,14 +58,18 @@ def get_principal(
     """The caller from the bearer token, or 401 with the reason."""
     if credentials is None or not credentials.credentials:
         raise ApiError(
-            401, "unauthorized", "missing bearer token",
+            401,
+            "unauthorized",
+            "missing bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
         return verify_token(runtime.settings, credentials.credentials)
     except AuthError as exc:
         raise ApiError(
-            401, "unauthorized", str(exc),
+            401,
+            "unauthorized",
+            str(exc),
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from exc
 
@@ -79,7 +84,8 @@ def require(permission: Permission) -> Callable[[Principal], Principal]:
         if not principal.can(permission):
             roles = ", ".join(sorted(r.value for r in principal.roles)) or "none"
             raise ApiError(
-                403, "forbidden",
+                403,
+                "forbidden",
                 f"this action needs the {permission.value!r} permission; your roles: {roles}",
             )
         return principal

@@ -48,8 +48,9 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 def validation_details(errors: Any) -> list[dict[str, Any]]:
     """Pydantic errors as [{field, message}] with the wire field names."""
-    return [{"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "")}
-            for e in errors]
+    return [
+        {"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -79,7 +80,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc.__class__.__name__)
         return error_response(
-            503, "database_unavailable", "the database is unavailable; retry shortly",
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry shortly",
             headers={"Retry-After": "2"},
         )
 
@@ -87,7 +90,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
             return error_response(
-                503, "database_unavailable", "the database connection was lost; retry shortly",
+                503,
+                "database_unavailable",
+                "the database connection was lost; retry shortly",
                 headers={"Retry-After": "2"},
             )
         log.exception("database error")

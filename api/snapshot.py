@@ -58,7 +58,9 @@ class SnapshotCache:
         reloader = threading.Thread(target=self._reload_loop, name="snapshot-reload", daemon=True)
         self._threads.append(reloader)
         if self._engine.dialect.name == "postgresql":
-            listener = threading.Thread(target=self._listen_loop, name="snapshot-listen", daemon=True)
+            listener = threading.Thread(
+                target=self._listen_loop, name="snapshot-listen", daemon=True
+            )
             self._threads.append(listener)
         for thread in self._threads:
             thread.start()

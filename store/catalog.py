@@ -83,7 +83,9 @@ def load_catalog_file(path: Path) -> CatalogSpec:
         return CatalogSpec.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise CatalogError(f"{path}: {_describe_location(raw, first['loc'])}: {first['msg']}") from exc
+        raise CatalogError(
+            f"{path}: {_describe_location(raw, first['loc'])}: {first['msg']}"
+        ) from exc
 
 
 def _describe_location(raw: object, loc: tuple[int | str, ...]) -> str:

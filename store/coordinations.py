@@ -67,8 +67,13 @@ def charge_budget(
     insert_ignore(
         session,
         BudgetSpend,
-        {"service": service, "period_start": start, "period": period.value, "spent": 0.0,
-         "decisions": 0},
+        {
+            "service": service,
+            "period_start": start,
+            "period": period.value,
+            "spent": 0.0,
+            "decisions": 0,
+        },
     )
     result: Any = session.execute(
         update(BudgetSpend)
@@ -91,8 +96,15 @@ def touch_error_stream(session: Session, *, stream_id: str, service: str, now: d
     inserted = insert_ignore(
         session,
         ErrorStream,
-        {"stream_id": stream_id, "service": service, "status": "registered",
-         "first_seen": now, "last_seen": now, "sync_count": 1, "cascading_services": []},
+        {
+            "stream_id": stream_id,
+            "service": service,
+            "status": "registered",
+            "first_seen": now,
+            "last_seen": now,
+            "sync_count": 1,
+            "cascading_services": [],
+        },
     )
     if not inserted:
         session.execute(
@@ -109,8 +121,15 @@ def touch_monitoring_session(
     inserted = insert_ignore(
         session,
         MonitoringSession,
-        {"session_id": session_id, "service": service, "stream_id": stream_id, "active": True,
-         "touches": 1, "started_at": now, "last_seen": now},
+        {
+            "session_id": session_id,
+            "service": service,
+            "stream_id": stream_id,
+            "active": True,
+            "touches": 1,
+            "started_at": now,
+            "last_seen": now,
+        },
     )
     if not inserted:
         session.execute(

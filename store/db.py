@@ -21,7 +21,7 @@ _MIGRATION_LOCK_ID = 0x5357_4954_4348
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """Create an engine tuned for the backend: WAL + busy timeout on SQLite, a pool on PostgreSQL."""
+    """An engine tuned for the backend: WAL and busy timeout on SQLite, a pool on PostgreSQL."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

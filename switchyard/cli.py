@@ -8,13 +8,15 @@ from typing import Annotated
 
 import typer
 
-from switchyard.settings import SecretsError, get_settings
+from switchyard.settings import SecretsError, Settings, get_settings
 
-app = typer.Typer(help="Switchyard: routing and durable recovery for external API providers.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Switchyard: routing and durable recovery for external API providers.",
+    no_args_is_help=True,
+)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     try:
         return get_settings()
     except SecretsError as exc:
@@ -76,7 +78,9 @@ def migrate() -> None:
 
 @app.command()
 def token(
-    role: Annotated[list[str], typer.Option("--role", help="viewer, operator, incident_commander, admin")],
+    role: Annotated[
+        list[str], typer.Option("--role", help="viewer, operator, incident_commander, admin")
+    ],
     sub: Annotated[str, typer.Option("--sub", help="Subject (who the token is for)")],
     ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds")] = 3600,
 ) -> None:

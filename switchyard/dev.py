@@ -56,13 +56,21 @@ def temporal_argv(settings: Settings) -> list[str]:
     """The dev server with a persistent database file and the search attributes registered."""
     host, _, port = settings.temporal_address.rpartition(":")
     argv = [
-        temporal_binary(), "server", "start-dev",
-        "--db-filename", str(settings.home / "temporal.db"),
-        "--ip", host or "127.0.0.1",
-        "--port", port or "7233",
-        "--ui-port", "8233",
-        "--namespace", settings.temporal_namespace,
-        "--log-level", "warn",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(settings.home / "temporal.db"),
+        "--ip",
+        host or "127.0.0.1",
+        "--port",
+        port or "7233",
+        "--ui-port",
+        "8233",
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
         "--ui-disable-news-fetch",
     ]
     for key in SEARCH_ATTRIBUTES:
@@ -111,8 +119,10 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         self.temporal.start()
         if not wait_for_port(self.settings.temporal_address, 60):
-            self._say("Temporal dev server did not start; see .switchyard/logs/temporal.log",
-                      typer.colors.RED)
+            self._say(
+                "Temporal dev server did not start; see .switchyard/logs/temporal.log",
+                typer.colors.RED,
+            )
             self.stop()
             return 1
         for child in self.children[1:]:
@@ -129,13 +139,18 @@ class Supervisor:
                     continue
                 exit_code = child.process.returncode if child.process else None
                 if not self._may_restart(child):
-                    self._say(f"{child.name} exited with code {exit_code} and keeps failing; "
-                              f"stopping (see {child.log})", typer.colors.RED)
+                    self._say(
+                        f"{child.name} exited with code {exit_code} and keeps failing; "
+                        f"stopping (see {child.log})",
+                        typer.colors.RED,
+                    )
                     self.stopping = True
                     code = 1
                     break
-                self._say(f"{child.name} exited with code {exit_code}; restarting "
-                          f"(see {child.log})", typer.colors.YELLOW)
+                self._say(
+                    f"{child.name} exited with code {exit_code}; restarting (see {child.log})",
+                    typer.colors.YELLOW,
+                )
                 child.start()
         self.stop()
         return code

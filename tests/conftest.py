@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from api.auth import Role, issue_token
+from routing.types import RoutingSnapshot
 from store.base import Base
 from store.catalog import load_catalog_file, seed_catalog
 from store.db import make_engine, make_session_factory, migrate, transaction
@@ -94,8 +95,9 @@ def db_session(clean_store: Engine) -> Iterator[Session]:
     """A session inside a transaction that is rolled back after the test."""
     with clean_store.connect() as conn:
         outer = conn.begin()
-        session = Session(bind=conn, join_transaction_mode="create_savepoint",
-                          expire_on_commit=False)
+        session = Session(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
         try:
             yield session
         finally:
@@ -104,9 +106,7 @@ def db_session(clean_store: Engine) -> Iterator[Session]:
 
 
 @pytest.fixture
-def make_settings(
-    database_url: str, tmp_path: Path
-) -> Callable[..., Settings]:
+def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
     """Settings for this test: its own home directory and task queue; overrides by keyword."""
 
     def build(**overrides: object) -> Settings:
@@ -183,3 +183,12 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def default_snapshot() -> RoutingSnapshot:
+    """The default catalog (providers.yaml) as a routing snapshot with unspent budgets."""
+    # tests/routing is on sys.path once one of its modules is collected.
+    from routing_builders import load_default_snapshot
+
+    return load_default_snapshot()

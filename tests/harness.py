@@ -28,7 +28,10 @@ async def live_worker(
     ]
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with Worker(
-            client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities,
+            client,
+            task_queue=task_queue,
+            workflows=WORKFLOWS,
+            activities=activities,
             activity_executor=executor,
         ) as worker:
             yield worker

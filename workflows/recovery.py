@@ -92,7 +92,10 @@ class ErrorRecoveryWorkflow:
         if self._cancel is not None:
             outcome, reason = RecoveryPhase.cancelled, self._cancel.reason
         elif self._resolve is not None:
-            outcome, reason = RecoveryPhase.resolved, f"resolved by operator: {self._resolve.reason}"
+            outcome, reason = (
+                RecoveryPhase.resolved,
+                f"resolved by operator: {self._resolve.reason}",
+            )
         await self._finish(outcome, reason)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status()
@@ -108,10 +111,7 @@ class ErrorRecoveryWorkflow:
                 return RecoveryPhase.unresolved, "monitoring maximum reached"
             await self._maybe_escalate()
             errors_before = self._errors
-            await self._wait(
-                lambda: self._stopping() or self._errors != errors_before,
-                min(interval, deadline - now),
-            )
+            await self._wait_for_errors(errors_before, min(interval, deadline - now))
             if self._stopping():
                 break
             if self._errors != errors_before:
@@ -138,9 +138,7 @@ class ErrorRecoveryWorkflow:
                 self._phase = RecoveryPhase.restoring
                 self._set_search_attributes()
                 self._note("stage_restored", f"{fraction:.0%} of traffic back on the providers")
-                await self._wait(
-                    lambda: self._stopping() or self._errors != errors_before, hold
-                )
+                await self._wait_for_errors(errors_before, hold)
                 if self._stopping():
                     return False
                 check = await self._check_failed()
@@ -166,8 +164,9 @@ class ErrorRecoveryWorkflow:
         self._phase = RecoveryPhase.escalated
         self._set_search_attributes()
         self._note("escalated", "timeToResolution passed; still monitoring")
-        await self._event("recovery_escalated", stream_status="escalated",
-                          payload={"errorCount": self._errors})
+        await self._event(
+            "recovery_escalated", stream_status="escalated", payload={"errorCount": self._errors}
+        )
 
     # ---- updates and queries ----
 
@@ -191,15 +190,20 @@ class ErrorRecoveryWorkflow:
             await self._activity(
                 "recovery.register_error",
                 RegisterErrorInput(
-                    key=self._key("error", number), workflow_id=self._id, service=self._service,
-                    stream_id=self._input.stream_id, report=report, error_number=number,
+                    key=self._key("error", number),
+                    workflow_id=self._id,
+                    service=self._service,
+                    stream_id=self._input.stream_id,
+                    report=report,
+                    error_number=number,
                 ),
             )
             try:
                 plan = await workflow.execute_activity(
                     "recovery.plan_route",
                     PlanRouteInput(
-                        service=self._service, error_type=report.error_type,
+                        service=self._service,
+                        error_type=report.error_type,
                         severity=self._severity or report.severity,
                         revenue_at_risk=report.revenue_at_risk,
                         customer_impact=report.customer_impact,
@@ -226,11 +230,16 @@ class ErrorRecoveryWorkflow:
             if self._phase in (RecoveryPhase.waiting, RecoveryPhase.restoring):
                 self._phase = RecoveryPhase.escalated if self._escalated else RecoveryPhase.rerouted
             self._set_search_attributes()
-            self._note("route_applied", f"{plan.selected.node_id} via {plan.strategy} "
-                                        f"({plan.action})")
+            self._note(
+                "route_applied", f"{plan.selected.node_id} via {plan.strategy} ({plan.action})"
+            )
             result = ReportResult(
-                workflow_id=self._id, coordination_id=coordination_id, error_count=number,
-                joined_existing=number > 1, plan=plan, phase=self._phase,
+                workflow_id=self._id,
+                coordination_id=coordination_id,
+                error_count=number,
+                joined_existing=number > 1,
+                plan=plan,
+                phase=self._phase,
             )
             if report.request_key:
                 self._results[report.request_key] = result
@@ -307,12 +316,16 @@ class ErrorRecoveryWorkflow:
         window = configured if configured is not None else self._plan.monitoring_seconds
         return workflow.now() - self._last_error_at >= timedelta(seconds=window)
 
-    async def _wait(self, condition: Callable[[], bool], timeout: timedelta) -> bool:
-        """wait_condition with a timeout; True when the condition became true."""
-        if timeout <= timedelta(0):
+    async def _wait_for_errors(self, seen: int, limit: timedelta) -> None:
+        """Sleep up to `limit`, waking early on a new error or a stop request."""
+        await self._wait(lambda: self._stopping() or self._errors != seen, limit)
+
+    async def _wait(self, condition: Callable[[], bool], limit: timedelta) -> bool:
+        """wait_condition with a time limit; True when the condition became true."""
+        if limit <= timedelta(0):
             return condition()
         try:
-            await workflow.wait_condition(condition, timeout=timeout)
+            await workflow.wait_condition(condition, timeout=limit)
             return True
         except TimeoutError:
             return False
@@ -324,17 +337,27 @@ class ErrorRecoveryWorkflow:
         return result
 
     async def _apply(
-        self, fraction: float, *, event: str = "recovery_route_applied",
-        coordination_id: str | None = None, operation: str = "",
+        self,
+        fraction: float,
+        *,
+        event: str = "recovery_route_applied",
+        coordination_id: str | None = None,
+        operation: str = "",
     ) -> None:
         assert self._plan is not None
         self._restore_fraction = fraction
         await self._activity(
             "recovery.apply_override",
             ApplyOverrideInput(
-                key=self._key("override"), workflow_id=self._id, service=self._service,
-                stream_id=self._input.stream_id, plan=self._plan, restore_fraction=fraction,
-                coordination_id=coordination_id, operation=operation, event=event,
+                key=self._key("override"),
+                workflow_id=self._id,
+                service=self._service,
+                stream_id=self._input.stream_id,
+                plan=self._plan,
+                restore_fraction=fraction,
+                coordination_id=coordination_id,
+                operation=operation,
+                event=event,
             ),
         )
 
@@ -349,15 +372,22 @@ class ErrorRecoveryWorkflow:
         return result
 
     async def _event(
-        self, event_type: str, *, stream_status: str | None = None,
+        self,
+        event_type: str,
+        *,
+        stream_status: str | None = None,
         payload: dict[str, object] | None = None,
     ) -> None:
         await self._activity(
             "recovery.publish_event",
             RecoveryEventInput(
-                key=self._key("event"), workflow_id=self._id, service=self._service,
-                stream_id=self._input.stream_id, event_type=event_type,
-                stream_status=stream_status, payload=payload or {},
+                key=self._key("event"),
+                workflow_id=self._id,
+                service=self._service,
+                stream_id=self._input.stream_id,
+                event_type=event_type,
+                stream_status=stream_status,
+                payload=payload or {},
             ),
         )
 
@@ -366,8 +396,12 @@ class ErrorRecoveryWorkflow:
         await self._activity(
             "recovery.finish",
             FinishInput(
-                key=self._key("finish"), workflow_id=self._id, service=self._service,
-                stream_id=self._input.stream_id, outcome=outcome, reason=reason,
+                key=self._key("finish"),
+                workflow_id=self._id,
+                service=self._service,
+                stream_id=self._input.stream_id,
+                outcome=outcome,
+                reason=reason,
                 hold_open_nodes=hold,
             ),
         )

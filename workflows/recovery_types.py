@@ -23,8 +23,9 @@ class RecoveryPhase(StrEnum):
     cancelled = "cancelled"
 
 
-TERMINAL_PHASES = frozenset({RecoveryPhase.resolved, RecoveryPhase.unresolved,
-                             RecoveryPhase.cancelled})
+TERMINAL_PHASES = frozenset(
+    {RecoveryPhase.resolved, RecoveryPhase.unresolved, RecoveryPhase.cancelled}
+)
 
 
 class RecoveryConfig(BaseModel):

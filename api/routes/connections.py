@@ -45,8 +45,11 @@ def get_active_coordinations(
         assert stream.workflow_id is not None
         items.append(
             ActiveCoordination(
-                workflow_id=stream.workflow_id, kind="recovery", service_name=stream.service,
-                phase=stream.status, started_at=stream.first_seen,
+                workflow_id=stream.workflow_id,
+                kind="recovery",
+                service_name=stream.service,
+                phase=stream.status,
+                started_at=stream.first_seen,
                 age_seconds=round((now - stream.first_seen).total_seconds(), 1),
                 temporal_ui_url=workflow_ui_url(runtime, stream.workflow_id),
             )
@@ -54,7 +57,8 @@ def get_active_coordinations(
     for emergency in session.scalars(select(Emergency).where(Emergency.status == "active")):
         items.append(
             ActiveCoordination(
-                workflow_id=emergency.workflow_id, kind="emergency",
+                workflow_id=emergency.workflow_id,
+                kind="emergency",
                 service_name=emergency.service,
                 phase="active" if emergency.deadline > now else "expiring",
                 started_at=emergency.started_at,
@@ -66,7 +70,9 @@ def get_active_coordinations(
     recoveries = sum(1 for i in items if i.kind == "recovery")
     return Envelope(
         data=ActiveCoordinations(
-            total=len(items), recoveries=recoveries, emergencies=len(items) - recoveries,
+            total=len(items),
+            recoveries=recoveries,
+            emergencies=len(items) - recoveries,
             coordinations=items,
         )
     )
@@ -90,9 +96,14 @@ def get_backend_agent_connections(
         sessions_by_stream[monitor.stream_id].append(monitor.session_id)
     connections = [
         BackendAgentConnection(
-            stream_id=stream.stream_id, service_name=stream.service, status=stream.status,
-            first_seen=stream.first_seen, last_seen=stream.last_seen,
-            errors=stream.error_count, syncs=stream.sync_count, workflow_id=stream.workflow_id,
+            stream_id=stream.stream_id,
+            service_name=stream.service,
+            status=stream.status,
+            first_seen=stream.first_seen,
+            last_seen=stream.last_seen,
+            errors=stream.error_count,
+            syncs=stream.sync_count,
+            workflow_id=stream.workflow_id,
             monitoring_sessions=sorted(
                 set(sessions_by_stream[stream.stream_id])
                 | ({stream.monitoring_session_id} if stream.monitoring_session_id else set())

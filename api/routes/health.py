@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from collections.abc import Awaitable
+from typing import Literal, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -20,6 +21,7 @@ from store.base import utcnow
 from store.models import Emergency, ErrorStream, MonitoringSession, RoutingOverrideRow
 
 router = APIRouter(tags=["health"])
+T = TypeVar("T")
 
 CheckStatus = Literal["operational", "degraded", "down"]
 # A polling worker re-polls at least every ~70 s (long polls last up to a minute).
@@ -64,9 +66,9 @@ class HealthDocument(ResponseModel):
     checks: dict[str, HealthCheck]
 
 
-async def _timed(coro: object) -> tuple[float, object]:
+async def _timed(coro: Awaitable[T]) -> tuple[float, T]:
     started = asyncio.get_running_loop().time()
-    result = await asyncio.wait_for(coro, CHECK_TIMEOUT_SECONDS)  # type: ignore[arg-type]
+    result = await asyncio.wait_for(coro, CHECK_TIMEOUT_SECONDS)
     return (asyncio.get_running_loop().time() - started) * 1000, result
 
 
@@ -75,17 +77,26 @@ def _db_counts(runtime: ApiRuntime) -> tuple[int, int]:
     with runtime.sessions() as session:
         session.execute(text("SELECT 1"))
         overrides = session.scalar(select(func.count()).select_from(RoutingOverrideRow)) or 0
-        emergencies = session.scalar(
-            select(func.count()).select_from(Emergency).where(Emergency.status == "active")
-        ) or 0
-        streams = session.scalar(
-            select(func.count()).select_from(ErrorStream).where(ErrorStream.last_seen >= since)
-        ) or 0
-        monitors = session.scalar(
-            select(func.count())
-            .select_from(MonitoringSession)
-            .where(MonitoringSession.active.is_(True), MonitoringSession.last_seen >= since)
-        ) or 0
+        emergencies = (
+            session.scalar(
+                select(func.count()).select_from(Emergency).where(Emergency.status == "active")
+            )
+            or 0
+        )
+        streams = (
+            session.scalar(
+                select(func.count()).select_from(ErrorStream).where(ErrorStream.last_seen >= since)
+            )
+            or 0
+        )
+        monitors = (
+            session.scalar(
+                select(func.count())
+                .select_from(MonitoringSession)
+                .where(MonitoringSession.active.is_(True), MonitoringSession.last_seen >= since)
+            )
+            or 0
+        )
         return int(overrides + emergencies), int(streams + monitors)
 
 
@@ -94,7 +105,7 @@ async def check_database(runtime: ApiRuntime) -> tuple[HealthCheck, tuple[int, i
     try:
         ms, counts = await _timed(asyncio.to_thread(_db_counts, runtime))
         return HealthCheck(status="operational", detail="reachable", latency_ms=round(ms, 2)), (
-            counts  # type: ignore[return-value]
+            counts
         )
     except Exception as exc:
         return HealthCheck(status="down", detail=exc.__class__.__name__, latency_ms=0), (0, 0)
@@ -104,10 +115,14 @@ async def check_temporal(runtime: ApiRuntime) -> tuple[HealthCheck, HealthCheck]
     """Temporal reachable, and a worker polling the task queue recently."""
     try:
         ms, client = await _timed(runtime.temporal())
-        ms2, _ = await _timed(client.service_client.check_health())  # type: ignore[attr-defined]
-        temporal = HealthCheck(status="operational", detail="reachable", latency_ms=round(ms + ms2, 2))
+        ms2, _ = await _timed(client.service_client.check_health())
+        temporal = HealthCheck(
+            status="operational", detail="reachable", latency_ms=round(ms + ms2, 2)
+        )
     except Exception as exc:
-        down = HealthCheck(status="down", detail=f"unreachable: {exc.__class__.__name__}", latency_ms=0)
+        down = HealthCheck(
+            status="down", detail=f"unreachable: {exc.__class__.__name__}", latency_ms=0
+        )
         return down, HealthCheck(status="down", detail="Temporal unreachable", latency_ms=0)
     try:
         request = DescribeTaskQueueRequest(
@@ -115,10 +130,11 @@ async def check_temporal(runtime: ApiRuntime) -> tuple[HealthCheck, HealthCheck]
             task_queue=TaskQueue(name=runtime.settings.temporal_task_queue),
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
-        ms, response = await _timed(client.workflow_service.describe_task_queue(request))  # type: ignore[attr-defined]
+        ms, response = await _timed(client.workflow_service.describe_task_queue(request))
         now = datetime.now(UTC)
         fresh = [
-            p for p in response.pollers  # type: ignore[attr-defined]
+            p
+            for p in response.pollers
             if (now - p.last_access_time.ToDatetime(tzinfo=UTC)).total_seconds()
             < POLLER_FRESH_SECONDS
         ]
@@ -142,7 +158,7 @@ async def check_temporal(runtime: ApiRuntime) -> tuple[HealthCheck, HealthCheck]
 def _worst(*statuses: CheckStatus) -> CheckStatus:
     for status in ("down", "degraded"):
         if status in statuses:
-            return status  # type: ignore[return-value]
+            return status
     return "operational"
 
 

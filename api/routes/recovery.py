@@ -21,7 +21,6 @@ from api.deps import Operator, Reader, RuntimeDep, TemporalDep
 from api.errors import ApiError
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
-from switchyard.settings import Settings
 from api.schemas.recovery import (
     BackendAgentErrorRequest,
     BackendAgentErrorResult,
@@ -35,6 +34,7 @@ from api.schemas.recovery import (
     RecoveryView,
     TimelineEntry,
 )
+from switchyard.settings import Settings
 from workflows.recovery import ErrorRecoveryWorkflow
 from workflows.recovery_types import (
     CancelRequest,
@@ -61,7 +61,8 @@ def recovery_workflow_id(service: str, stream_id: str) -> str:
 def workflow_ui_url(runtime: ApiRuntime, workflow_id: str) -> str:
     """Link to the workflow in the Temporal UI."""
     namespace = quote(runtime.settings.temporal_namespace, safe="")
-    return f"{runtime.settings.temporal_ui_url}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
+    base = runtime.settings.temporal_ui_url
+    return f"{base}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
 
 
 def recovery_config(settings: Settings) -> RecoveryConfig:
@@ -82,10 +83,16 @@ def _validate_providers(runtime: ApiRuntime, body: BackendAgentErrorRequest) -> 
     strangers = [p for p in body.error_details.failed_providers if p not in known]
     if strangers:
         raise ApiError(
-            422, "validation_error", "invalid request: errorDetails.failedProviders",
-            [{"field": "errorDetails.failedProviders",
-              "message": f"{', '.join(strangers)} not a node of {body.service_name!r}; "
-                         f"its nodes: {', '.join(sorted(known))}"}],
+            422,
+            "validation_error",
+            "invalid request: errorDetails.failedProviders",
+            [
+                {
+                    "field": "errorDetails.failedProviders",
+                    "message": f"{', '.join(strangers)} not a node of {body.service_name!r}; "
+                    f"its nodes: {', '.join(sorted(known))}",
+                }
+            ],
         )
 
 
@@ -182,8 +189,9 @@ async def report_error(
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == "NoEligibleNode":
                 raise ApiError(
-                    503, "no_eligible_node",
-                    f"no provider node of {body.service_name!r} can take over", 
+                    503,
+                    "no_eligible_node",
+                    f"no provider node of {body.service_name!r} can take over",
                     {"serviceName": body.service_name, "excludedNodes": list(cause.details)},
                 ) from exc
             if "has ended" in str(cause) and attempt < ENDED_RETRIES - 1:
@@ -199,7 +207,8 @@ def _temporal_error(exc: RPCError) -> ApiError:
     if exc.status == RPCStatusCode.NOT_FOUND:
         return ApiError(404, "not_found", "no such recovery workflow")
     return ApiError(
-        503, "temporal_unavailable",
+        503,
+        "temporal_unavailable",
         f"the workflow engine did not answer ({exc.status.name}); retry shortly",
         headers={"Retry-After": "5"},
     )
@@ -291,12 +300,18 @@ async def _operator_update(
     responses=ERRORS,  # type: ignore[arg-type]
 )
 async def resolve_recovery(
-    workflow_id: str, body: OperatorAction, runtime: RuntimeDep, client: TemporalDep,
+    workflow_id: str,
+    body: OperatorAction,
+    runtime: RuntimeDep,
+    client: TemporalDep,
     principal: Operator,
 ) -> Envelope[RecoveryView]:
     """Operator: the provider is fixed; remove the override now and end as resolved."""
     status = await _operator_update(
-        client, runtime, workflow_id, "resolve",
+        client,
+        runtime,
+        workflow_id,
+        "resolve",
         ResolveRequest(reason=body.reason, operator=principal.subject),
     )
     return Envelope(message="Recovery resolved", data=_view(runtime, status))
@@ -308,12 +323,18 @@ async def resolve_recovery(
     responses=ERRORS,  # type: ignore[arg-type]
 )
 async def cancel_recovery(
-    workflow_id: str, body: OperatorAction, runtime: RuntimeDep, client: TemporalDep,
+    workflow_id: str,
+    body: OperatorAction,
+    runtime: RuntimeDep,
+    client: TemporalDep,
     principal: Operator,
 ) -> Envelope[RecoveryView]:
     """Operator: stop the recovery and remove its override."""
     status = await _operator_update(
-        client, runtime, workflow_id, "cancel",
+        client,
+        runtime,
+        workflow_id,
+        "cancel",
         CancelRequest(reason=body.reason, operator=principal.subject),
     )
     return Envelope(message="Recovery cancelled", data=_view(runtime, status))

@@ -17,8 +17,9 @@ class BusinessImpact(WireModel):
 
     revenue_at_risk: float = Field(default=0.0, ge=0, le=1e12)
     customer_impact: str = Field(default="moderate", max_length=50)
-    time_to_resolution: float = Field(default=15.0, gt=0, le=10080,
-                                      description="Minutes before the recovery escalates.")
+    time_to_resolution: float = Field(
+        default=15.0, gt=0, le=10080, description="Minutes before the recovery escalates."
+    )
 
 
 class ErrorDetails(WireModel):

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
+from harness import live_worker
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from harness import live_worker
 from store.db import make_engine, make_session_factory
 from switchyard.settings import Settings
 

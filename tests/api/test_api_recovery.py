@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from fastapi.testclient import TestClient
+from harness import live_worker
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from api.auth import Role
-from harness import live_worker
 from store.models import ErrorStream, RoutingOverrideRow
 from switchyard.settings import Settings
 
@@ -87,7 +87,9 @@ async def test_seed_error_reroutes_and_next_coordination_avoids_the_failed_provi
     assert decision["selectedStrategy"] == "AVAILABILITY_FOCUSED"
     plan = decision["optimizationPlan"]
     assert (plan["primaryAction"], plan["estimatedCost"], plan["estimatedLatency"]) == (
-        "enable_multi_provider_redundancy", 0.061, 300,
+        "enable_multi_provider_redundancy",
+        0.061,
+        300,
     )
     agent = body["data"]["backendAgentResponse"]
     assert agent["errorHandled"] is True
@@ -99,8 +101,10 @@ async def test_seed_error_reroutes_and_next_coordination_avoids_the_failed_provi
 
     # The very next coordination for the service avoids the failed provider.
     coordination = await _post(
-        live, "/execute-coordination",
-        {"serviceName": "samsara", "operation": "gps_tracking"}, headers,
+        live,
+        "/execute-coordination",
+        {"serviceName": "samsara", "operation": "gps_tracking"},
+        headers,
     )
     assert coordination.status_code == 200, coordination.text
     data = coordination.json()["data"]
@@ -145,17 +149,23 @@ async def test_seed_error_reroutes_and_next_coordination_avoids_the_failed_provi
         ({"serviceName": "paypal"}, "serviceName"),
         ({"severity": "apocalyptic"}, "severity"),
         ({"streamId": ""}, "streamId"),
-        ({"errorDetails": {"failedProviders": ["stripe_primary_us_east"]}},
-         "errorDetails.failedProviders"),
+        (
+            {"errorDetails": {"failedProviders": ["stripe_primary_us_east"]}},
+            "errorDetails.failedProviders",
+        ),
         ({"businessImpact": {"revenueAtRisk": -5}}, "businessImpact.revenueAtRisk"),
     ],
 )
 async def test_bad_input_is_422_naming_the_field(
-    live: TestClient, auth: Callable[..., dict[str, str]], change: dict[str, Any], field: str,
+    live: TestClient,
+    auth: Callable[..., dict[str, str]],
+    change: dict[str, Any],
+    field: str,
     sessions: sessionmaker[Session],
 ) -> None:
-    response = await _post(live, "/backend-agent-error", {**SEED_ERROR, **change},
-                           auth(Role.operator))
+    response = await _post(
+        live, "/backend-agent-error", {**SEED_ERROR, **change}, auth(Role.operator)
+    )
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert field in [d["field"] for d in error["details"]]
@@ -164,13 +174,16 @@ async def test_bad_input_is_422_naming_the_field(
 
 
 def test_temporal_unreachable_is_503_and_writes_nothing(
-    clean_store: Engine, make_settings: Callable[..., Settings],
-    auth: Callable[..., dict[str, str]], sessions: sessionmaker[Session],
+    clean_store: Engine,
+    make_settings: Callable[..., Settings],
+    auth: Callable[..., dict[str, str]],
+    sessions: sessionmaker[Session],
 ) -> None:
     settings = make_settings(temporal_address="127.0.0.1:1")
     with TestClient(create_app(settings, prepare=False)) as client:
-        response = client.post(BASE + "/backend-agent-error", json=SEED_ERROR,
-                               headers=auth(Role.operator))
+        response = client.post(
+            BASE + "/backend-agent-error", json=SEED_ERROR, headers=auth(Role.operator)
+        )
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "temporal_unavailable"
     with sessions() as session:

@@ -1,4 +1,4 @@
-"""A worker SIGKILLed in the middle of a recovery: a new worker finishes it, effects applied once."""
+"""A worker SIGKILLed mid-recovery: a new worker finishes it, each effect applied once."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     }
     handle = open(log, "ab")  # noqa: SIM115 (the child writes to it)
     return subprocess.Popen(
-        [sys.executable, "-m", "switchyard", "worker"], env=env, stdout=handle,
+        [sys.executable, "-m", "switchyard", "worker"],
+        env=env,
+        stdout=handle,
         stderr=subprocess.STDOUT,
     )
 
@@ -59,7 +61,9 @@ async def test_sigkilled_worker_recovery_completes_with_effects_applied_once(
     stream = f"kill_{uuid.uuid4().hex[:6]}"
     workflow_id = f"recovery:samsara:{stream}"
     config = RecoveryConfig(
-        check_interval_seconds=1, healthy_checks_to_restore=2, monitoring_seconds=2,
+        check_interval_seconds=1,
+        healthy_checks_to_restore=2,
+        monitoring_seconds=2,
         stage_hold_seconds=2,
     )
     start = WithStartWorkflowOperation(

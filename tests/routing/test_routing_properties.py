@@ -305,4 +305,5 @@ def test_recovery_plan_avoids_failed_providers(
         assert action is RecoveryAction.enable_multi_provider_redundancy
         assert plan.standby != plan.selected
         assert plan.standby.node_id not in failed
-        assert plan.estimated_cost >= plan.selected.cost_per_request
+        # Figures are rounded to 6 decimals (MONEY_DECIMALS), so allow half a unit of that.
+        assert plan.estimated_cost >= plan.selected.cost_per_request - 5e-7

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,8 +62,7 @@ async def start_recovery(
     settings = {"search_attributes": False, **config}
     return await client.start_workflow(
         ErrorRecoveryWorkflow.run,
-        RecoveryInput(service=service, stream_id=stream,
-                      config=RecoveryConfig(**settings)),  # type: ignore[arg-type]
+        RecoveryInput(service=service, stream_id=stream, config=RecoveryConfig(**settings)),
         id=f"recovery:{service}:{stream}",
         task_queue=task_queue,
     )
@@ -94,7 +94,7 @@ def event_types(sessions: sessionmaker[Session], workflow_id: str) -> list[str]:
         )
 
 
-async def save_history(handle: WorkflowHandle[object, object], name: str) -> None:
+async def save_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
     """Record a finished run's history for the replay test."""
     history = await handle.fetch_history()
     HISTORIES.mkdir(exist_ok=True)

@@ -7,12 +7,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
-
 from recovery_harness import (
     SEED_REPORT,
     event_types,
@@ -22,6 +16,12 @@ from recovery_harness import (
     set_breaker,
     start_recovery,
 )
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
 from routing.decide import decide
 from routing.types import RoutingRequest
 from store.base import utcnow

@@ -16,6 +16,7 @@ from temporalio.worker import Replayer
 from workflows.recovery import ErrorRecoveryWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("recovery_*.json"))
+HISTORY_TEXT = {path: path.read_text() for path in HISTORIES}
 
 
 def test_histories_are_recorded() -> None:
@@ -24,6 +25,6 @@ def test_histories_are_recorded() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = WorkflowHistory.from_json(path.stem, HISTORY_TEXT[path])
     replayer = Replayer(workflows=[ErrorRecoveryWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
