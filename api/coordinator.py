@@ -165,7 +165,10 @@ def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> Coor
                     )
                 backend_done = time.perf_counter()
                 result = _result(
-                    coordination_id, decision, sync, monitoring,
+                    coordination_id,
+                    decision,
+                    sync,
+                    monitoring,
                     PerformanceMetrics(
                         total_coordination_time=0.0,
                         routing_decision_time=_ms(routing_started, routing_done),
@@ -183,9 +186,11 @@ def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> Coor
                 result = result.model_copy(update={"performance_metrics": metrics})
                 _record(session, body, decision, result, sync, emergency_wf, now)
             break
-        except BudgetExhausted:
+        except BudgetExhausted as exc:
             if attempt == 1:
-                raise
+                raise ApiError(
+                    503, "budget_exhausted", exc.detail, {"serviceName": exc.service}
+                ) from exc
             # The snapshot's budget figure was stale: decide again knowing the budget is spent.
             snapshot = _exhausted(snapshot, body.service_name)
     total = _ms(started, time.perf_counter())
@@ -213,8 +218,10 @@ def _result(
     if decision.recovery_override_applied:
         applied.append("recovery_override")
     strategy = (
-        "emergency_coordination" if decision.emergency_applied
-        else "backend_integrated_coordination" if sync
+        "emergency_coordination"
+        if decision.emergency_applied
+        else "backend_integrated_coordination"
+        if sync
         else "standard_coordination"
     )
     node = decision.node

@@ -177,8 +177,9 @@ class Emergency(Base):
 
     __tablename__ = "emergencies"
 
-    workflow_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    coordination_id: Mapped[str] = mapped_column(String(100), unique=True)
+    # One row per emergency: the workflow id `emergency:{service}` is reused by later ones.
+    coordination_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(200), index=True)
     service: Mapped[str] = mapped_column(String(64))
     operation: Mapped[str] = mapped_column(String(100), default="")
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | ended

@@ -1,0 +1,355 @@
+"""emergency-override: start, extend, cancel and read a service's EmergencyOverrideWorkflow."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from fastapi import APIRouter
+from sqlalchemy import select
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.app import PREFIX
+from api.coordinator import new_coordination_id, require_service
+from api.deps import Commander, Reader, RuntimeDep, get_temporal
+from api.errors import ApiError
+from api.runtime import ApiRuntime
+from api.schemas.common import Envelope, ErrorEnvelope
+from api.schemas.emergency import (
+    CancelEmergencyRequest,
+    EmergencyExtension,
+    EmergencyNode,
+    EmergencyOverrideRequest,
+    EmergencyOverrideResult,
+    EmergencyView,
+    ExtendEmergencyRequest,
+)
+from store.base import utcnow
+from store.models import Emergency
+from workflows.emergency import EmergencyOverrideWorkflow
+from workflows.emergency_types import (
+    CancelRequest,
+    EmergencyOverrideInput,
+    EmergencyStatus,
+    ExtendRequest,
+    workflow_id_for,
+)
+
+router = APIRouter(tags=["emergency"])
+BASE = "/emergency-override"
+ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 422, 503, 504)}
+# How long a request waits for a worker to act on an update before answering 504.
+WORKER_WAIT_SECONDS = 30.0
+QUERY_TIMEOUT = timedelta(seconds=5)
+# Update failures raised by the workflow (ApplicationError type) -> HTTP status and code.
+UPDATE_FAILURES = {
+    "EmergencyEnded": (409, "emergency_ended"),
+    "EmergencyNotActive": (409, "emergency_not_active"),
+    "EmergencyAlreadyActive": (409, "emergency_already_active"),
+    "DurationLimit": (422, "validation_error"),
+    "InvalidRequest": (422, "validation_error"),
+    "UnknownService": (422, "validation_error"),
+    "NoEligibleNode": (503, "no_eligible_node"),
+}
+
+T = TypeVar("T")
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def _url(service: str, action: str = "") -> str:
+    return f"{PREFIX}{BASE}/{service}" + (f"/{action}" if action else "")
+
+
+async def _within_worker_wait(call: Awaitable[T], workflow_id: str) -> T:
+    """Await a call that needs a worker; 504 (the workflow keeps going) when none answers."""
+    try:
+        return await asyncio.wait_for(call, WORKER_WAIT_SECONDS)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        raise ApiError(
+            504,
+            "worker_unavailable",
+            f"no worker acted on workflow {workflow_id!r} within {WORKER_WAIT_SECONDS:g} s; "
+            "it proceeds when a worker runs: read its status before retrying",
+            {"workflowId": workflow_id},
+        ) from exc
+
+
+def _update_error(exc: WorkflowUpdateFailedError, service: str) -> ApiError:
+    cause = exc.cause
+    kind = cause.type if isinstance(cause, ApplicationError) else None
+    status, code = UPDATE_FAILURES.get(kind or "", (409, "emergency_conflict"))
+    message = cause.message if isinstance(cause, ApplicationError) else str(exc)
+    details: object = list(cause.details) if isinstance(cause, ApplicationError) else None
+    if code == "validation_error":
+        field = {"DurationLimit": "minutes", "UnknownService": "serviceName"}.get(kind or "", "")
+        details = [{"field": field or "body", "message": message}]
+        message = f"invalid request: {field or 'body'}"
+    elif code == "no_eligible_node":
+        first = details[0] if isinstance(details, list) and details else {}
+        details = {"serviceName": service, **(first if isinstance(first, dict) else {})}
+    return ApiError(status, code, message, details)
+
+
+def _temporal_error(exc: RPCError, service: str) -> ApiError:
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return ApiError(
+            404,
+            "not_found",
+            f"no emergency is running for {service!r}; GET {_url(service)} shows the last one",
+        )
+    return ApiError(
+        503,
+        "temporal_unavailable",
+        f"the workflow engine did not answer ({exc.status.name}); retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _active_row(runtime: ApiRuntime, service: str) -> Emergency | None:
+    with runtime.sessions() as session:
+        return session.scalars(
+            select(Emergency).where(Emergency.service == service, Emergency.status == "active")
+        ).first()
+
+
+def _last_row(runtime: ApiRuntime, service: str) -> Emergency | None:
+    with runtime.sessions() as session:
+        return session.scalars(
+            select(Emergency)
+            .where(Emergency.service == service)
+            .order_by(Emergency.started_at.desc())
+            .limit(1)
+        ).first()
+
+
+async def _query(client: Client, workflow_id: str) -> EmergencyStatus | None:
+    """The running workflow's status query, or None when it is not running or does not answer."""
+    handle = client.get_workflow_handle_for(EmergencyOverrideWorkflow.run, workflow_id)
+    try:
+        described = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            return None
+        return await handle.query(EmergencyOverrideWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError:
+        return None
+
+
+async def _already_running(runtime: ApiRuntime, client: Client, service: str) -> ApiError:
+    """409 naming the running emergency and where to extend it."""
+    workflow_id = workflow_id_for(service)
+    coordination_id: str | None = None
+    deadline: datetime | None = None
+    row = await asyncio.to_thread(_active_row, runtime, service)
+    if row is not None and row.workflow_id == workflow_id:
+        coordination_id, deadline = row.coordination_id, row.deadline
+    else:  # still activating: only the workflow knows
+        status = await _query(client, workflow_id)
+        if status is not None:
+            coordination_id, deadline = status.coordination_id, status.deadline
+    until = f" until {_iso(deadline)}" if deadline is not None else ""
+    return ApiError(
+        409,
+        "emergency_already_active",
+        f"an emergency override is already running for {service!r}{until}; "
+        f"extend it with POST {_url(service, 'extend')}",
+        {
+            "workflowId": workflow_id,
+            "coordinationId": coordination_id,
+            "deadline": _iso(deadline) if deadline is not None else None,
+            "extendUrl": _url(service, "extend"),
+            "statusUrl": _url(service),
+        },
+    )
+
+
+def _static_summary(params: EmergencyOverrideInput) -> str:
+    reason = params.emergency_reason.splitlines()[0][:80]
+    return (
+        f"Emergency override of {params.service}: cap {params.max_budget_override:g} "
+        f"for {params.duration_minutes} min ({reason})"
+    )
+
+
+@router.post(
+    BASE,
+    response_model=Envelope[EmergencyOverrideResult],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def post_emergency_override(
+    body: EmergencyOverrideRequest, runtime: RuntimeDep, principal: Commander
+) -> Envelope[EmergencyOverrideResult]:
+    """Raise a service's budget and open its emergency-only nodes until a durable deadline."""
+    require_service(runtime.snapshot.current, body.service_name)
+    # Connected only after validation, so a bad request is a 422 even while Temporal is down.
+    client = await get_temporal(runtime)
+    workflow_id = workflow_id_for(body.service_name)
+    params = EmergencyOverrideInput(
+        service=body.service_name,
+        operation=body.operation,
+        coordination_id=new_coordination_id("emergency", utcnow()),
+        emergency_reason=body.emergency_reason,
+        business_justification=body.business_justification,
+        max_budget_override=body.max_budget_override,
+        duration_minutes=body.duration_minutes,
+        requested_by=principal.subject,
+    )
+    start = WithStartWorkflowOperation(
+        EmergencyOverrideWorkflow.run,
+        params,
+        id=workflow_id,
+        task_queue=runtime.settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        static_summary=_static_summary(params),
+    )
+    try:
+        activation = await _within_worker_wait(
+            client.execute_update_with_start_workflow(
+                EmergencyOverrideWorkflow.activation, start_workflow_operation=start
+            ),
+            workflow_id,
+        )
+    except WorkflowAlreadyStartedError as exc:
+        # Retrieve the start operation's failure too, or asyncio logs it as never retrieved.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()
+        raise await _already_running(runtime, client, body.service_name) from exc
+    except WorkflowUpdateFailedError as exc:
+        raise _update_error(exc, body.service_name) from exc
+    except RPCError as exc:
+        raise _temporal_error(exc, body.service_name) from exc
+    # The worker committed the emergency; route with it here at once, not after the next poll.
+    await asyncio.to_thread(runtime.snapshot.refresh)
+    return Envelope(
+        message="Emergency coordination mode activated successfully",
+        data=EmergencyOverrideResult.of(params, activation, workflow_id),
+    )
+
+
+@router.post(
+    BASE + "/{service}/extend",
+    response_model=Envelope[EmergencyExtension],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def extend_emergency(
+    service: str, body: ExtendEmergencyRequest, runtime: RuntimeDep, principal: Commander
+) -> Envelope[EmergencyExtension]:
+    """Move the running emergency's deadline later (total at most 24 h)."""
+    client = await get_temporal(runtime)
+    workflow_id = workflow_id_for(service)
+    handle = client.get_workflow_handle_for(EmergencyOverrideWorkflow.run, workflow_id)
+    request = ExtendRequest(
+        minutes=body.minutes, reason=body.reason, requested_by=principal.subject
+    )
+    try:
+        result = await _within_worker_wait(
+            handle.execute_update(EmergencyOverrideWorkflow.extend, request), workflow_id
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise _update_error(exc, service) from exc
+    except RPCError as exc:
+        raise _temporal_error(exc, service) from exc
+    await asyncio.to_thread(runtime.snapshot.refresh)
+    return Envelope(
+        message="Emergency override extended",
+        data=EmergencyExtension(
+            workflow_id=workflow_id,
+            coordination_id=result.coordination_id,
+            previous_deadline=result.previous_deadline,
+            deadline=result.deadline,
+            duration_minutes=result.total_minutes,
+            extensions=result.extensions,
+        ),
+    )
+
+
+@router.post(
+    BASE + "/{service}/cancel",
+    response_model=Envelope[EmergencyView],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def cancel_emergency(
+    service: str, body: CancelEmergencyRequest, runtime: RuntimeDep, principal: Commander
+) -> Envelope[EmergencyView]:
+    """End the running emergency now; answers once routing is back to normal."""
+    client = await get_temporal(runtime)
+    workflow_id = workflow_id_for(service)
+    handle = client.get_workflow_handle_for(EmergencyOverrideWorkflow.run, workflow_id)
+    request = CancelRequest(reason=body.reason, requested_by=principal.subject)
+    try:
+        status = await _within_worker_wait(
+            handle.execute_update(EmergencyOverrideWorkflow.cancel, request), workflow_id
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise _update_error(exc, service) from exc
+    except RPCError as exc:
+        raise _temporal_error(exc, service) from exc
+    await asyncio.to_thread(runtime.snapshot.refresh)
+    return Envelope(
+        message="Emergency override cancelled", data=EmergencyView.of_status(status, running=False)
+    )
+
+
+@router.get(
+    BASE + "/{service}",
+    response_model=Envelope[EmergencyView],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def get_emergency(service: str, runtime: RuntimeDep, _: Reader) -> Envelope[EmergencyView]:
+    """The running emergency (its status query), else the service's last one from the store."""
+    status: EmergencyStatus | None = None
+    try:
+        client = await get_temporal(runtime)
+    except ApiError:
+        client = None  # Temporal down: the store still knows the last emergency
+    if client is not None:
+        status = await _query(client, workflow_id_for(service))
+    row = await asyncio.to_thread(_last_row, runtime, service)
+    if status is not None:
+        view = EmergencyView.of_status(status, running=True)
+        if row is not None and row.coordination_id == status.coordination_id:
+            # The coordinator charges the store; the workflow only sees spend at its next poll.
+            view = view.model_copy(update={"spent_under_override": row.spent})
+        return Envelope(data=view)
+    if row is None:
+        raise ApiError(404, "not_found", f"no emergency override recorded for {service!r}")
+    return Envelope(data=_store_view(runtime, row))
+
+
+def _store_view(runtime: ApiRuntime, row: Emergency) -> EmergencyView:
+    now = utcnow()
+    active = row.status == "active" and row.deadline > now
+    catalog = runtime.snapshot.current.node(row.selected_node_id or "")
+    node = EmergencyNode.model_validate(catalog, from_attributes=True) if catalog else None
+    return EmergencyView(
+        workflow_id=row.workflow_id,
+        service_name=row.service,
+        coordination_id=row.coordination_id,
+        # Past its deadline but not yet deactivated: it no longer routes, the worker ends it.
+        phase="ending" if row.status == "active" and not active else row.status,
+        running=False,
+        source="store",
+        started_at=row.started_at,
+        deadline=row.deadline,
+        remaining_seconds=round((row.deadline - now).total_seconds(), 3) if active else 0.0,
+        duration_minutes=round((row.deadline - row.started_at).total_seconds() / 60),
+        max_budget_override=row.max_budget_override,
+        spent_under_override=row.spent,
+        selected_node=node,
+        end_reason=row.end_reason,
+        ended_at=row.ended_at,
+    )
