@@ -26,6 +26,7 @@ from store.base import Base
 from store.catalog import load_catalog_file, seed_catalog
 from store.db import make_engine, make_session_factory, migrate, transaction
 from switchyard.settings import Environment, Settings
+from worker.setup import ensure_search_attributes
 from workflows.search import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +168,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=str(BIN / "temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
+    await ensure_search_attributes(env.client, env.client.namespace)
     yield env
     await env.shutdown()
 

@@ -414,8 +414,6 @@ class ErrorRecoveryWorkflow:
         self._timeline.append(TimelineStep(at=workflow.now(), step=step, detail=detail))
 
     def _set_search_attributes(self) -> None:
-        if not self._input.config.search_attributes:
-            return
         updates = [
             SERVICE_NAME.value_set(self._service),
             PHASE.value_set(self._phase.value),

@@ -36,8 +36,6 @@ class RecoveryConfig(BaseModel):
     max_monitoring_minutes: float = 120.0
     stage_hold_seconds: float | None = None  # None: the plan's hold
     monitoring_seconds: float | None = None  # None: the plan's minimum monitoring window
-    # Off only where the server has no custom search attributes (the time-skipping test server).
-    search_attributes: bool = True
 
 
 class RecoveryInput(BaseModel):

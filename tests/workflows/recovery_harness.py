@@ -57,12 +57,11 @@ async def recovery_worker(
 async def start_recovery(
     client: Client, task_queue: str, service: str = "samsara", **config: object
 ) -> WorkflowHandle[ErrorRecoveryWorkflow, RecoveryStatus]:
-    """Start a recovery with a fresh id (no search attributes on the test server)."""
+    """Start a recovery with a fresh id and a fresh stream."""
     stream = f"stream_{uuid.uuid4().hex[:8]}"
-    settings = {"search_attributes": False, **config}
     return await client.start_workflow(
         ErrorRecoveryWorkflow.run,
-        RecoveryInput(service=service, stream_id=stream, config=RecoveryConfig(**settings)),
+        RecoveryInput(service=service, stream_id=stream, config=RecoveryConfig(**config)),
         id=f"recovery:{service}:{stream}",
         task_queue=task_queue,
     )

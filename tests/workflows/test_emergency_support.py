@@ -15,17 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.emergency import EmergencyActivities
 from switchyard.settings import Settings
+from worker.setup import ensure_search_attributes
 from workflows.emergency import EmergencyOverrideWorkflow
 from workflows.emergency_types import EmergencyOverrideInput
-from workflows.search import SEARCH_ATTRIBUTES
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("SWITCHYARD_RECORD_HISTORIES", "") not in ("", "0")
@@ -54,19 +51,8 @@ def fresh_ids() -> tuple[str, str]:
 
 
 async def register_search_attributes(client: Client) -> None:
-    """Register the keyword attributes the workflow sets (the time-skipping server has none)."""
-    # The time-skipping server implements AddSearchAttributes but not ListSearchAttributes.
-    for key in SEARCH_ATTRIBUTES:
-        try:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(
-                    namespace=client.namespace,
-                    search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
-                )
-            )
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.ALREADY_EXISTS:
-                raise
+    """Register the keyword attributes the workflows set (the time-skipping server has none)."""
+    await ensure_search_attributes(client, client.namespace)
 
 
 @asynccontextmanager
