@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.ledger import apply_once
 from routing.recovery import RecoveryPlan, Severity, choose_recovery, plan_recovery
@@ -30,14 +30,14 @@ from switchyard.settings import Settings
 from workflows.recovery_types import (
     ApplyOverrideInput,
     FinishInput,
+    HandleErrorInput,
+    HandleErrorResult,
     HealthCheckInput,
     HealthCheckResult,
     NodeCheck,
     NodeSummary,
-    PlanRouteInput,
     RecoveryEventInput,
     RecoveryPhase,
-    RegisterErrorInput,
     RoutePlan,
 )
 
@@ -87,175 +87,79 @@ class RecoveryActivities:
     def all(self) -> list[Callable[..., Any]]:
         """Every activity of this class, for the worker."""
         return [
-            self.register_error,
-            self.plan_route,
+            self.handle_error,
             self.apply_override,
             self.check_health,
             self.publish_recovery_event,
             self.finish_recovery,
         ]
 
-    @activity.defn(name="recovery.register_error")
-    def register_error(self, data: RegisterErrorInput) -> dict[str, Any]:
-        """Record the stream (created or touched) and this error event."""
+    @activity.defn(name="recovery.handle_error")
+    def handle_error(self, data: HandleErrorInput) -> HandleErrorResult:
+        """Record the error, choose the route with routing/ and apply the override, atomically.
+
+        One transaction (and one ledger row): the error event, the coordination and the
+        override are all there or none is. Run as a local activity, so the error-to-failover
+        path costs no task-queue round trips.
+        """
 
         def effect(session: Session) -> dict[str, Any]:
             now = utcnow()
-            report = data.report
-            created = insert_ignore(
-                session,
-                ErrorStream,
-                {
-                    "stream_id": data.stream_id,
-                    "service": data.service,
-                    "status": "recovering",
-                    "error_count": 0,
-                    "sync_count": 0,
-                    "first_seen": now,
-                    "last_seen": now,
-                    "cascading_services": [],
-                    "workflow_id": data.workflow_id,
-                },
+            _register_error(session, data, now)
+            snapshot = load_snapshot(session, now, service=data.service)
+            choice = choose_recovery(
+                data.report.error_type,
+                Severity(data.severity),
+                data.report.revenue_at_risk,
+                data.report.customer_impact,
             )
-            stream = session.get(ErrorStream, data.stream_id, with_for_update=True)
-            assert stream is not None
-            stream.status = "recovering"
-            stream.workflow_id = data.workflow_id
-            stream.error_count += 1
-            stream.last_seen = now
-            stream.cascading_services = sorted(
-                set(stream.cascading_services) | set(report.cascading_services)
-            )
-            stream.recovery_strategy_id = report.recovery_strategy_id or stream.recovery_strategy_id
-            if report.monitoring_session_id:
-                stream.monitoring_session_id = report.monitoring_session_id
-                touch_monitoring_session(
-                    session,
-                    session_id=report.monitoring_session_id,
-                    service=data.service,
-                    stream_id=data.stream_id,
-                    now=now,
+            try:
+                plan = plan_recovery(
+                    choice, data.service, frozenset(data.failed_providers), snapshot, now
                 )
-            session.add(
-                ErrorEvent(
-                    idempotency_key=data.key,
-                    stream_id=data.stream_id,
-                    error_type=report.error_type,
-                    severity=report.severity,
-                    operation=report.operation,
-                    error_message=report.error_message,
-                    failed_providers=report.failed_providers,
-                    revenue_at_risk=report.revenue_at_risk,
-                    created_at=now,
-                )
-            )
-            if data.error_number == 1:
+            except NoEligibleNode as exc:
+                reasons = [
+                    {"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
+                    for e in exc.exclusions
+                ]
                 publish(
                     session,
-                    "recovery_started",
+                    "recovery_no_route",
                     {
                         "workflowId": data.workflow_id,
                         "serviceName": data.service,
                         "errorStreamId": data.stream_id,
-                        "errorType": report.error_type,
-                        "severity": report.severity,
-                        "failedProviders": report.failed_providers,
-                        "cascadingServices": report.cascading_services,
+                        "excludedNodes": reasons,
                     },
                     service=data.service,
                     workflow_id=data.workflow_id,
                     at=now,
                 )
-            return {"streamCreated": created, "errorCount": stream.error_count}
-
-        return apply_once(self.sessions, data.key, effect)
-
-    @activity.defn(name="recovery.plan_route")
-    def plan_route(self, data: PlanRouteInput) -> RoutePlan:
-        """Choose the recovery strategy and route with routing/, on the current store state."""
-        with self.sessions() as session:
-            snapshot = load_snapshot(session, utcnow())
-        choice = choose_recovery(
-            data.error_type, Severity(data.severity), data.revenue_at_risk, data.customer_impact
-        )
-        try:
-            plan = plan_recovery(
-                choice, data.service, frozenset(data.failed_providers), snapshot, utcnow()
+                return HandleErrorResult(no_route=str(exc), exclusions=reasons).model_dump()
+            route = route_plan(plan, snapshot)
+            _apply_override(
+                session,
+                ApplyOverrideInput(
+                    key=data.key,
+                    workflow_id=data.workflow_id,
+                    service=data.service,
+                    stream_id=data.stream_id,
+                    plan=route,
+                    coordination_id=data.coordination_id,
+                    operation=data.report.operation,
+                ),
+                now,
             )
-        except NoEligibleNode as exc:
-            raise ApplicationError(
-                str(exc),
-                [
-                    {"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
-                    for e in exc.exclusions
-                ],
-                type="NoEligibleNode",
-                non_retryable=True,
-            ) from exc
-        return route_plan(plan, snapshot)
+            return HandleErrorResult(plan=route).model_dump(mode="json")
+
+        return HandleErrorResult.model_validate(apply_once(self.sessions, data.key, effect))
 
     @activity.defn(name="recovery.apply_override")
     def apply_override(self, data: ApplyOverrideInput) -> dict[str, Any]:
-        """Put the workflow's override in the store; the API reloads its snapshot on commit."""
-
-        def effect(session: Session) -> dict[str, Any]:
-            now = utcnow()
-            plan = data.plan
-            row = session.get(RoutingOverrideRow, data.workflow_id, with_for_update=True)
-            if row is None:
-                row = RoutingOverrideRow(
-                    workflow_id=data.workflow_id, service=data.service, created_at=now, revision=0
-                )
-                session.add(row)
-            row.excluded_nodes = list(plan.excluded_nodes)
-            row.strategy = plan.strategy
-            row.restore_fraction = data.restore_fraction
-            row.revision = (row.revision or 0) + 1
-            row.updated_at = now
-            if data.coordination_id:
-                session.add(
-                    Coordination(
-                        coordination_id=data.coordination_id,
-                        kind="backend_error",
-                        service=data.service,
-                        operation=data.operation,
-                        node_id=plan.selected.node_id,
-                        strategy=plan.strategy,
-                        strategy_reason=plan.rule,
-                        estimated_cost=plan.estimated_cost,
-                        estimated_latency=plan.estimated_latency,
-                        estimated_success_rate=plan.selected.success_rate,
-                        confidence_score=plan.selected.health_score,
-                        backend_integrated=True,
-                        error_stream_id=data.stream_id,
-                        response={"plan": plan.model_dump(mode="json")},
-                        created_at=now,
-                    )
-                )
-            publish(
-                session,
-                data.event,
-                {
-                    "workflowId": data.workflow_id,
-                    "serviceName": data.service,
-                    "errorStreamId": data.stream_id,
-                    "coordinationId": data.coordination_id,
-                    "selectedProvider": plan.selected.provider_name,
-                    "selectedNode": plan.selected.node_id,
-                    "strategy": plan.strategy,
-                    "action": plan.action,
-                    "excludedNodes": plan.excluded_nodes,
-                    "restoreFraction": data.restore_fraction,
-                },
-                service=data.service,
-                workflow_id=data.workflow_id,
-                coordination_id=data.coordination_id,
-                at=now,
-            )
-            snapshot_changed(session)
-            return {"revision": row.revision}
-
-        return apply_once(self.sessions, data.key, effect)
+        """Move the workflow's override (restore stages); the API reloads on commit."""
+        return apply_once(
+            self.sessions, data.key, lambda session: _apply_override(session, data, utcnow())
+        )
 
     @activity.defn(name="recovery.check_health")
     def check_health(self, data: HealthCheckInput) -> HealthCheckResult:
@@ -367,3 +271,130 @@ class RecoveryActivities:
             return {"outcome": data.outcome.value}
 
         return apply_once(self.sessions, data.key, effect)
+
+
+def _register_error(session: Session, data: HandleErrorInput, now: datetime) -> None:
+    """Create or touch the stream and add this error event."""
+    report = data.report
+    insert_ignore(
+        session,
+        ErrorStream,
+        {
+            "stream_id": data.stream_id,
+            "service": data.service,
+            "status": "recovering",
+            "error_count": 0,
+            "sync_count": 0,
+            "first_seen": now,
+            "last_seen": now,
+            "cascading_services": [],
+            "workflow_id": data.workflow_id,
+        },
+    )
+    stream = session.get(ErrorStream, data.stream_id, with_for_update=True)
+    assert stream is not None
+    stream.status = "recovering"
+    stream.workflow_id = data.workflow_id
+    stream.error_count += 1
+    stream.last_seen = now
+    stream.cascading_services = sorted(
+        set(stream.cascading_services) | set(report.cascading_services)
+    )
+    stream.recovery_strategy_id = report.recovery_strategy_id or stream.recovery_strategy_id
+    if report.monitoring_session_id:
+        stream.monitoring_session_id = report.monitoring_session_id
+        touch_monitoring_session(
+            session,
+            session_id=report.monitoring_session_id,
+            service=data.service,
+            stream_id=data.stream_id,
+            now=now,
+        )
+    session.add(
+        ErrorEvent(
+            idempotency_key=data.key,
+            stream_id=data.stream_id,
+            error_type=report.error_type,
+            severity=report.severity,
+            operation=report.operation,
+            error_message=report.error_message,
+            failed_providers=report.failed_providers,
+            revenue_at_risk=report.revenue_at_risk,
+            created_at=now,
+        )
+    )
+    if data.error_number == 1:
+        publish(
+            session,
+            "recovery_started",
+            {
+                "workflowId": data.workflow_id,
+                "serviceName": data.service,
+                "errorStreamId": data.stream_id,
+                "errorType": report.error_type,
+                "severity": report.severity,
+                "failedProviders": report.failed_providers,
+                "cascadingServices": report.cascading_services,
+            },
+            service=data.service,
+            workflow_id=data.workflow_id,
+            at=now,
+        )
+
+
+def _apply_override(session: Session, data: ApplyOverrideInput, now: datetime) -> dict[str, Any]:
+    """Upsert the workflow's override row, record the coordination if any, publish the event."""
+    plan = data.plan
+    row = session.get(RoutingOverrideRow, data.workflow_id, with_for_update=True)
+    if row is None:
+        row = RoutingOverrideRow(
+            workflow_id=data.workflow_id, service=data.service, created_at=now, revision=0
+        )
+        session.add(row)
+    row.excluded_nodes = list(plan.excluded_nodes)
+    row.strategy = plan.strategy
+    row.restore_fraction = data.restore_fraction
+    row.revision = (row.revision or 0) + 1
+    row.updated_at = now
+    if data.coordination_id:
+        session.add(
+            Coordination(
+                coordination_id=data.coordination_id,
+                kind="backend_error",
+                service=data.service,
+                operation=data.operation,
+                node_id=plan.selected.node_id,
+                strategy=plan.strategy,
+                strategy_reason=plan.rule,
+                estimated_cost=plan.estimated_cost,
+                estimated_latency=plan.estimated_latency,
+                estimated_success_rate=plan.selected.success_rate,
+                confidence_score=plan.selected.health_score,
+                backend_integrated=True,
+                error_stream_id=data.stream_id,
+                response={"plan": plan.model_dump(mode="json")},
+                created_at=now,
+            )
+        )
+    publish(
+        session,
+        data.event,
+        {
+            "workflowId": data.workflow_id,
+            "serviceName": data.service,
+            "errorStreamId": data.stream_id,
+            "coordinationId": data.coordination_id,
+            "selectedProvider": plan.selected.provider_name,
+            "selectedNode": plan.selected.node_id,
+            "strategy": plan.strategy,
+            "action": plan.action,
+            "excludedNodes": plan.excluded_nodes,
+            "restoreFraction": data.restore_fraction,
+        },
+        service=data.service,
+        workflow_id=data.workflow_id,
+        coordination_id=data.coordination_id,
+        at=now,
+    )
+    snapshot_changed(session)
+    return {"revision": row.revision}

@@ -34,6 +34,8 @@ class SnapshotCache:
         self._factory = factory
         self._poll_seconds = poll_seconds
         self._lock = threading.Lock()
+        self._loaded = threading.Condition()
+        self._read_started = 0.0  # monotonic time at which the current snapshot's read began
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -45,12 +47,32 @@ class SnapshotCache:
     def refresh(self) -> RoutingSnapshot:
         """Reload from the store now and return the new snapshot."""
         with self._lock, self._factory() as session:
+            started = time.monotonic()
             self._version += 1
             snapshot = load_snapshot(session, utcnow(), version=self._version)
             self.current = snapshot
             self.loaded_at = time.monotonic()
             self.last_error = None
-            return snapshot
+        with self._loaded:
+            self._read_started = max(self._read_started, started)
+            self._loaded.notify_all()
+        return snapshot
+
+    def wait_fresh(self, since: float, timeout: float = 2.0) -> bool:
+        """Block until the snapshot was read after monotonic time `since` (True), or timeout.
+
+        Callers that just committed a change (through the worker) wait here instead of
+        reloading themselves: one reload serves every request waiting when it starts.
+        """
+        deadline = time.monotonic() + timeout
+        with self._loaded:
+            while self._read_started < since:
+                self._wake.set()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return False
+                self._loaded.wait(remaining)
+        return True
 
     def start(self) -> None:
         """Load once, then keep the snapshot fresh in background threads."""

@@ -31,12 +31,21 @@ from store.models import (
 )
 
 
-def load_snapshot(session: Session, now: datetime, version: int = 0) -> RoutingSnapshot:
-    """Everything routing needs, read in one transaction."""
-    services = session.scalars(select(ProviderService).order_by(ProviderService.position)).all()
-    rows = session.scalars(
-        select(ProviderNodeRow).order_by(ProviderNodeRow.service, ProviderNodeRow.position)
-    ).all()
+def load_snapshot(
+    session: Session, now: datetime, version: int = 0, service: str | None = None
+) -> RoutingSnapshot:
+    """Everything routing needs, read in one transaction; only `service`'s part when given."""
+    service_query = select(ProviderService).order_by(ProviderService.position)
+    node_query = select(ProviderNodeRow).order_by(ProviderNodeRow.service, ProviderNodeRow.position)
+    health_query = select(NodeHealthRow)
+    if service is not None:
+        service_query = service_query.where(ProviderService.name == service)
+        node_query = node_query.where(ProviderNodeRow.service == service)
+        health_query = health_query.join(
+            ProviderNodeRow, ProviderNodeRow.node_id == NodeHealthRow.node_id
+        ).where(ProviderNodeRow.service == service)
+    services = session.scalars(service_query).all()
+    rows = session.scalars(node_query).all()
     by_service: dict[str, list[ProviderNode]] = {s.name: [] for s in services}
     for row in rows:
         by_service.setdefault(row.service, []).append(node_from_row(row))
@@ -49,13 +58,13 @@ def load_snapshot(session: Session, now: datetime, version: int = 0) -> RoutingS
             breaker_state=BreakerState(row.breaker_state),
             failure_probability=row.failure_probability,
         )
-        for row in session.scalars(select(NodeHealthRow))
+        for row in session.scalars(health_query)
     }
     return RoutingSnapshot(
         nodes={name: tuple(nodes) for name, nodes in by_service.items()},
         health=health,
-        overrides=load_overrides(session),
-        emergencies=load_emergencies(session, now),
+        overrides=load_overrides(session, service),
+        emergencies=load_emergencies(session, now, service),
         budgets=load_budgets(session, services, now),
         version=version,
     )
@@ -79,13 +88,16 @@ def node_from_row(row: ProviderNodeRow) -> ProviderNode:
     )
 
 
-def load_overrides(session: Session) -> dict[str, RoutingOverride]:
+def load_overrides(session: Session, service: str | None = None) -> dict[str, RoutingOverride]:
     """One merged override per service.
 
     Several recoveries may hold one service (one per error stream): their exclusions add up,
     the slowest restore wins, and the most recently updated recovery's strategy applies.
     """
-    rows = session.scalars(select(RoutingOverrideRow).order_by(RoutingOverrideRow.updated_at))
+    query = select(RoutingOverrideRow).order_by(RoutingOverrideRow.updated_at)
+    if service is not None:
+        query = query.where(RoutingOverrideRow.service == service)
+    rows = session.scalars(query)
     grouped: dict[str, list[RoutingOverrideRow]] = defaultdict(list)
     for row in rows:
         grouped[row.service].append(row)
@@ -102,11 +114,14 @@ def load_overrides(session: Session) -> dict[str, RoutingOverride]:
     return merged
 
 
-def load_emergencies(session: Session, now: datetime) -> dict[str, EmergencyState]:
+def load_emergencies(
+    session: Session, now: datetime, service: str | None = None
+) -> dict[str, EmergencyState]:
     """Active emergencies whose deadline has not passed (an expired one never routes)."""
-    rows = session.scalars(
-        select(Emergency).where(Emergency.status == "active", Emergency.deadline > now)
-    )
+    query = select(Emergency).where(Emergency.status == "active", Emergency.deadline > now)
+    if service is not None:
+        query = query.where(Emergency.service == service)
+    rows = session.scalars(query)
     return {
         row.service: EmergencyState(
             service=row.service,

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.emergency import EmergencyActivities
 from activities.recovery import RecoveryActivities
@@ -22,6 +23,18 @@ from workflows.recovery import ErrorRecoveryWorkflow
 log = logging.getLogger("switchyard.worker")
 
 WORKFLOWS: list[type] = [ErrorRecoveryWorkflow, EmergencyOverrideWorkflow]
+
+# Modules the sandbox shares instead of re-importing for every new workflow instance: they
+# are deterministic (routing/ is pure; pydantic models are data). Re-importing them made
+# sandbox creation the worker's bottleneck when many recoveries start at once; the replay
+# tests keep guarding determinism.
+PASSTHROUGH_MODULES = ("routing", "pydantic", "pydantic_core", "annotated_types")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox with the shared deterministic modules passed through."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
@@ -39,6 +52,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         activities=activities,
         activity_executor=executor,
         max_concurrent_activities=32,
+        workflow_runner=workflow_runner(),
     )
 
 

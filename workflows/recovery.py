@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.recovery_types import (
@@ -22,14 +22,14 @@ with workflow.unsafe.imports_passed_through():
         CancelRequest,
         ErrorReport,
         FinishInput,
+        HandleErrorInput,
+        HandleErrorResult,
         HealthCheckInput,
         HealthCheckResult,
-        PlanRouteInput,
         RecoveryEventInput,
         RecoveryInput,
         RecoveryPhase,
         RecoveryStatus,
-        RegisterErrorInput,
         ReportResult,
         ResolveRequest,
         RoutePlan,
@@ -187,46 +187,39 @@ class ErrorRecoveryWorkflow:
                     minutes=report.time_to_resolution_minutes
                 )
             self._note("error_reported", f"#{number} {report.error_type} ({report.severity})")
-            await self._activity(
-                "recovery.register_error",
-                RegisterErrorInput(
+            coordination_id = (
+                f"backend_error_coordination_{int(workflow.now().timestamp())}_"
+                f"{workflow.uuid4().hex[:6]}"
+            )
+            # A local activity: one transaction, no task-queue round trips on the failover path.
+            handled: HandleErrorResult = await workflow.execute_local_activity(
+                "recovery.handle_error",
+                HandleErrorInput(
                     key=self._key("error", number),
                     workflow_id=self._id,
                     service=self._service,
                     stream_id=self._input.stream_id,
                     report=report,
                     error_number=number,
+                    failed_providers=sorted(self._failed),
+                    severity=self._severity or report.severity,
+                    coordination_id=coordination_id,
                 ),
+                result_type=HandleErrorResult,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
             )
-            try:
-                plan = await workflow.execute_activity(
-                    "recovery.plan_route",
-                    PlanRouteInput(
-                        service=self._service,
-                        error_type=report.error_type,
-                        severity=self._severity or report.severity,
-                        revenue_at_risk=report.revenue_at_risk,
-                        customer_impact=report.customer_impact,
-                        failed_providers=sorted(self._failed),
-                    ),
-                    result_type=RoutePlan,
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=ACTIVITY_RETRY,
+            if handled.plan is None:
+                self._note("no_route", handled.no_route or "")
+                raise ApplicationError(
+                    handled.no_route or "no eligible node",
+                    *handled.exclusions,
+                    type="NoEligibleNode",
+                    non_retryable=True,
                 )
-            except ActivityError as exc:
-                self._note("no_route", str(exc.cause) if exc.cause else str(exc))
-                cause = exc.cause
-                if isinstance(cause, ApplicationError):
-                    raise ApplicationError(
-                        cause.message, *cause.details, type=cause.type, non_retryable=True
-                    ) from exc
-                raise
+            plan = handled.plan
             self._plan = plan
-            coordination_id = (
-                f"backend_error_coordination_{int(workflow.now().timestamp())}_"
-                f"{workflow.uuid4().hex[:6]}"
-            )
-            await self._apply(0.0, coordination_id=coordination_id, operation=report.operation)
+            self._restore_fraction = 0.0
             if self._phase in (RecoveryPhase.waiting, RecoveryPhase.restoring):
                 self._phase = RecoveryPhase.escalated if self._escalated else RecoveryPhase.rerouted
             self._set_search_attributes()

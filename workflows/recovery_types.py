@@ -152,8 +152,8 @@ class CancelRequest(BaseModel):
 # ---- activity inputs / outputs ----
 
 
-class RegisterErrorInput(BaseModel):
-    """Record the stream and this error event."""
+class HandleErrorInput(BaseModel):
+    """Record an error, plan the route and apply the override, in one transaction."""
 
     key: str
     workflow_id: str
@@ -161,17 +161,17 @@ class RegisterErrorInput(BaseModel):
     stream_id: str
     report: ErrorReport
     error_number: int
+    failed_providers: list[str]  # every provider failed so far in this recovery
+    severity: str  # the worst severity so far
+    coordination_id: str
 
 
-class PlanRouteInput(BaseModel):
-    """Choose the recovery and the route with routing/."""
+class HandleErrorResult(BaseModel):
+    """The applied plan, or why no node could take over (nothing applied then)."""
 
-    service: str
-    error_type: str
-    severity: str
-    revenue_at_risk: float
-    customer_impact: str
-    failed_providers: list[str]
+    plan: RoutePlan | None = None
+    no_route: str | None = None
+    exclusions: list[dict[str, str]] = Field(default_factory=list)
 
 
 class ApplyOverrideInput(BaseModel):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 from fastapi import APIRouter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated
 from urllib.parse import quote
 
@@ -229,8 +230,9 @@ async def post_backend_agent_error(
     """Hand an error to its stream's durable recovery; answers once the new route is applied."""
     _validate_providers(runtime, body)
     outcome = await report_error(client, runtime, body, idempotency_key or "")
-    # The worker committed the override; route with it here at once, not after the next poll.
-    await asyncio.to_thread(runtime.snapshot.refresh)
+    # The worker committed the override before the update returned: route with it here at
+    # once, not after the next poll.
+    await asyncio.to_thread(runtime.snapshot.wait_fresh, time.monotonic())
     return Envelope(
         message="Backend Agent error handled successfully",
         data=_result(outcome, sorted(set(body.error_details.cascading_services))),
