@@ -1,0 +1,223 @@
+"""Dashboard figures, computed by SQL aggregates over recorded coordinations and outcomes.
+
+Every function runs a fixed number of statements whatever the number of rows: the database
+counts, sums and averages; Python only divides the few aggregate rows it gets back.
+Definitions are in docs/ANALYTICS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, exists, extract, false, func, select, true
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from store.models import (
+    Coordination,
+    Emergency,
+    ErrorStream,
+    MonitoringSession,
+    NodeHealthRow,
+    Outcome,
+    ProviderNodeRow,
+    ProviderService,
+    RoutingOverrideRow,
+)
+
+# An error stream or monitoring session counts as a live backend connection this long.
+CONNECTION_WINDOW = timedelta(minutes=15)
+RESOLVED_STATUS = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinationTotals:
+    """Sums over the coordinations of one service (or of all services) in a timeframe."""
+
+    coordinations: int = 0
+    successful: int = 0
+    backend_integrated: int = 0
+    coordination_ms: float = 0.0
+    cost_savings: float = 0.0
+
+    def __add__(self, other: CoordinationTotals) -> CoordinationTotals:
+        return CoordinationTotals(
+            self.coordinations + other.coordinations,
+            self.successful + other.successful,
+            self.backend_integrated + other.backend_integrated,
+            self.coordination_ms + other.coordination_ms,
+            self.cost_savings + other.cost_savings,
+        )
+
+    def _share(self, part: float) -> float:
+        return part / self.coordinations if self.coordinations else 0.0
+
+    @property
+    def success_rate(self) -> float:
+        """Successful coordinations in percent of all; 0 when there are none."""
+        return self._share(self.successful) * 100.0
+
+    @property
+    def backend_integration_rate(self) -> float:
+        """Backend-integrated coordinations in percent of all; 0 when there are none."""
+        return self._share(self.backend_integrated) * 100.0
+
+    @property
+    def average_coordination_ms(self) -> float:
+        """Mean measured coordination time in milliseconds."""
+        return self._share(self.coordination_ms)
+
+    @property
+    def average_cost_savings(self) -> float:
+        """Mean estimated cost savings per coordination."""
+        return self._share(self.cost_savings)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What is going on for a service right now, plus its emergencies and resolutions."""
+
+    routing_overrides: int
+    active_emergencies: int
+    live_error_streams: int
+    live_monitoring_sessions: int
+    emergencies_started: int
+    average_resolution_minutes: float
+
+    @property
+    def active_coordinations(self) -> int:
+        """Recoveries holding the routing plus active emergencies."""
+        return self.routing_overrides + self.active_emergencies
+
+    @property
+    def backend_connections(self) -> int:
+        """Error streams and active monitoring sessions seen within CONNECTION_WINDOW."""
+        return self.live_error_streams + self.live_monitoring_sessions
+
+
+def _since(column: InstrumentedAttribute[datetime], since: datetime | None) -> ColumnElement[bool]:
+    return true() if since is None else column >= since
+
+
+def failed_outcome_reported() -> ColumnElement[bool]:
+    """True for a coordination with at least one failed outcome reported against it."""
+    return exists().where(
+        Outcome.coordination_id == Coordination.coordination_id,
+        Outcome.success.is_(false()),
+    )
+
+
+def coordination_totals(
+    *, session: Session, since: datetime | None, service: str | None = None
+) -> dict[str, CoordinationTotals]:
+    """Per-service sums over coordinations created at or after `since` (None: all time)."""
+    integrated = case((Coordination.backend_integrated.is_(true()), 1), else_=0)
+    succeeded = case((failed_outcome_reported(), 0), else_=1)
+    query = (
+        select(
+            Coordination.service,
+            func.count(),
+            func.coalesce(func.sum(succeeded), 0),
+            func.coalesce(func.sum(integrated), 0),
+            func.coalesce(func.sum(Coordination.coordination_ms), 0.0),
+            func.coalesce(func.sum(Coordination.cost_savings), 0.0),
+        )
+        .where(_since(Coordination.created_at, since))
+        .group_by(Coordination.service)
+    )
+    if service is not None:
+        query = query.where(Coordination.service == service)
+    return {
+        row[0]: CoordinationTotals(
+            int(row[1]), int(row[2]), int(row[3]), float(row[4]), float(row[5])
+        )
+        for row in session.execute(query)
+    }
+
+
+def catalog_services(*, session: Session) -> list[str]:
+    """Service names in catalog order."""
+    return list(session.scalars(select(ProviderService.name).order_by(ProviderService.position)))
+
+
+def service_exists(*, session: Session, service: str) -> bool:
+    """True when the service is in the catalog."""
+    return session.get(ProviderService, service) is not None
+
+
+def emergencies_started(*, session: Session, since: datetime | None) -> int:
+    """Emergency overrides started at or after `since`, over all services."""
+    query = select(func.count()).select_from(Emergency)
+    return int(session.scalar(query.where(_since(Emergency.started_at, since))) or 0)
+
+
+def _minutes_between(
+    session: Session, start: InstrumentedAttribute[datetime], end: InstrumentedAttribute[datetime]
+) -> ColumnElement[Any]:
+    # Timestamp arithmetic is not portable: PostgreSQL subtracts timestamptz into an interval,
+    # SQLite stores ISO text that julianday() turns into fractional days.
+    if session.get_bind().dialect.name == "postgresql":
+        return extract("epoch", end - start) / 60.0
+    return (func.julianday(end) - func.julianday(start)) * 1440.0
+
+
+def service_state(
+    *, session: Session, service: str, since: datetime | None, now: datetime
+) -> ServiceState:
+    """Live counts and timeframe figures of one service, read in a single statement."""
+    seen_since = now - CONNECTION_WINDOW
+
+    def count(model: type[Any], *where: ColumnElement[bool]) -> Any:
+        return select(func.count()).select_from(model).where(*where).scalar_subquery()
+
+    resolution = (
+        select(func.avg(_minutes_between(session, ErrorStream.first_seen, ErrorStream.last_seen)))
+        .where(
+            ErrorStream.service == service,
+            ErrorStream.status == RESOLVED_STATUS,
+            _since(ErrorStream.last_seen, since),
+        )
+        .scalar_subquery()
+    )
+    row = session.execute(
+        select(
+            count(RoutingOverrideRow, RoutingOverrideRow.service == service),
+            count(Emergency, Emergency.service == service, Emergency.status == "active"),
+            count(ErrorStream, ErrorStream.service == service, ErrorStream.last_seen >= seen_since),
+            count(
+                MonitoringSession,
+                MonitoringSession.service == service,
+                MonitoringSession.active.is_(true()),
+                MonitoringSession.last_seen >= seen_since,
+            ),
+            count(Emergency, Emergency.service == service, _since(Emergency.started_at, since)),
+            resolution,
+        )
+    ).one()
+    return ServiceState(
+        routing_overrides=int(row[0]),
+        active_emergencies=int(row[1]),
+        live_error_streams=int(row[2]),
+        live_monitoring_sessions=int(row[3]),
+        emergencies_started=int(row[4]),
+        average_resolution_minutes=float(row[5] or 0.0),
+    )
+
+
+def provider_health(*, session: Session, service: str, emergency_active: bool) -> dict[str, float]:
+    """Live health score of each node in rotation (catalog score until one is measured).
+
+    Nodes in rotation are the enabled ones; emergency-only nodes join only while an emergency
+    is active for the service, as they do in routing.
+    """
+    score = func.coalesce(NodeHealthRow.health_score, ProviderNodeRow.health_score)
+    query = (
+        select(ProviderNodeRow.node_id, score)
+        .outerjoin(NodeHealthRow, NodeHealthRow.node_id == ProviderNodeRow.node_id)
+        .where(ProviderNodeRow.service == service, ProviderNodeRow.enabled.is_(true()))
+        .order_by(ProviderNodeRow.position, ProviderNodeRow.node_id)
+    )
+    if not emergency_active:
+        query = query.where(ProviderNodeRow.emergency_only.is_(false()))
+    return {node_id: float(value) for node_id, value in session.execute(query)}
