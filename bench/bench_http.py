@@ -71,9 +71,23 @@ def server_command(args: argparse.Namespace, port: int) -> list[str]:
     if args.server == "cli":
         return [python, "-m", "switchyard", "api", "--host", "127.0.0.1", "--port", str(port)]
     command = [
-        python, "-m", "uvicorn", "api.app:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
-        "--loop", args.loop, "--http", args.http, "--log-level", "warning",
+        python,
+        "-m",
+        "uvicorn",
+        "api.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(args.workers),
+        "--loop",
+        args.loop,
+        "--http",
+        args.http,
+        "--log-level",
+        "warning",
     ]
     if args.no_access_log:
         command.append("--no-access-log")
@@ -137,9 +151,12 @@ def markdown(result: LoadResult, args: argparse.Namespace, cpu: dict[str, float]
     window = result.duration + result.warmup
     config = (
         f"server={args.server}"
-        + (f" workers={args.workers} loop={args.loop} http={args.http}"
-           f" access_log={'off' if args.no_access_log else 'on'}"
-           if args.server == "uvicorn" else " (1 process, uvicorn defaults, access log on)")
+        + (
+            f" workers={args.workers} loop={args.loop} http={args.http}"
+            f" access_log={'off' if args.no_access_log else 'on'}"
+            if args.server == "uvicorn"
+            else " (1 process, uvicorn defaults, access log on)"
+        )
         + f", client={args.client}, connections<={args.connections}, bodies={args.bodies}"
     )
     rows = [
@@ -173,18 +190,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
     parser.add_argument("--connections", type=int, default=64, help="client connection cap")
     parser.add_argument("--bodies", choices=["seed", "plain", "mixed"], default="seed")
-    parser.add_argument("--server", choices=["cli", "uvicorn"], default="cli",
-                        help="cli: `python -m switchyard api`; uvicorn: uvicorn with options")
+    parser.add_argument(
+        "--server",
+        choices=["cli", "uvicorn"],
+        default="cli",
+        help="cli: `python -m switchyard api`; uvicorn: uvicorn with options",
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
     parser.add_argument("--no-access-log", action="store_true")
     parser.add_argument("--pool-size", type=int, default=10, help="SWITCHYARD_DB_POOL_SIZE")
-    parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL),
-                        help="a PostgreSQL URL allowed to create databases")
+    parser.add_argument(
+        "--admin-url",
+        default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL),
+        help="a PostgreSQL URL allowed to create databases",
+    )
     parser.add_argument("--keep-db", action="store_true", help="keep switchyard_bench afterwards")
-    parser.add_argument("--server-log", type=Path, default=None,
-                        help="where the API's output goes (default: a temp file)")
+    parser.add_argument(
+        "--server-log",
+        type=Path,
+        default=None,
+        help="where the API's output goes (default: a temp file)",
+    )
     return parser.parse_args(argv)
 
 
@@ -198,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     secret = secrets.token_urlsafe(48)
     settings = Settings(
-        home=home, database_url=database_url, jwt_secret=secret,
+        home=home,
+        database_url=database_url,
+        jwt_secret=secret,
         catalog_path=ROOT / "providers.yaml",
     )
     # Migrate and load the catalog once, so that several workers never race to do it.
@@ -220,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            server_command(args, port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            server_command(args, port),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
@@ -230,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
             api_cpu, pg_cpu = tree_cpu_seconds(process.pid), postgres_cpu_seconds()
             result = asyncio.run(
                 run_load(
-                    url, token, rate=args.rate, duration=args.duration, warmup=args.warmup,
-                    client=args.client, max_connections=args.connections, bodies=args.bodies,
+                    url,
+                    token,
+                    rate=args.rate,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    client=args.client,
+                    max_connections=args.connections,
+                    bodies=args.bodies,
                     progress=lambda line: print(line, file=sys.stderr),
                 )
             )

@@ -193,7 +193,7 @@ class RawConnection:
         return status, await self.reader.readexactly(length)
 
     async def _read_chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:
@@ -398,8 +398,12 @@ def main() -> None:
             progress=print,
         )
     )
-    print(json.dumps({**result.summary(), "statuses": result.statuses,
-                      "sample_error": result.sample_error}, indent=2))
+    print(
+        json.dumps(
+            {**result.summary(), "statuses": result.statuses, "sample_error": result.sample_error},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
