@@ -66,7 +66,7 @@ def temporal_argv(settings: Settings) -> list[str]:
         "--port",
         port or "7233",
         "--ui-port",
-        "8233",
+        str(settings.temporal_ui_port),
         "--namespace",
         settings.temporal_namespace,
         "--log-level",
@@ -129,7 +129,7 @@ class Supervisor:
             child.start()
         port = self.settings.api_port
         self._say(f"API        http://127.0.0.1:{port}  (docs: /docs)")
-        self._say("Temporal UI http://127.0.0.1:8233")
+        self._say(f"Temporal UI http://127.0.0.1:{self.settings.temporal_ui_port}")
         self._say(f"logs in {self.settings.home / 'logs'}; Ctrl-C stops everything")
         code = 0
         while not self.stopping:

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "switchyard"
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    temporal_ui_port: int = Field(default=8233, description="UI port of `switchyard dev`.")
 
     api_host: str = "0.0.0.0"
     api_port: int = 3000
@@ -61,6 +62,22 @@ class Settings(BaseSettings):
     recovery_monitoring_seconds: float | None = Field(
         default=None, gt=0, description="Override the plan's minimum monitoring window."
     )
+
+    # Monitoring: health window, circuit breakers, failure prediction (docs/MONITORING.md).
+    health_window_size: int = Field(default=100, ge=1, le=10_000)
+    health_window_seconds: float = Field(default=300.0, gt=0)
+    health_prior_weight: float = Field(default=20.0, ge=0)
+    health_sweep_interval_seconds: float = Field(default=10.0, ge=1)
+    breaker_failure_rate_threshold: float = Field(default=25.0, gt=0, le=100)
+    breaker_minimum_calls: int = Field(default=20, ge=1)
+    breaker_consecutive_failures: int = Field(default=5, ge=1)
+    breaker_slow_call_rate_threshold: float = Field(default=50.0, gt=0, le=100)
+    breaker_base_break_seconds: float = Field(default=30.0, gt=0)
+    breaker_max_break_seconds: float = Field(default=300.0, gt=0)
+    breaker_half_open_calls: int = Field(default=3, ge=1)
+    prediction_threshold: float = Field(default=0.8, gt=0, le=1)
+    prediction_horizon_seconds: float = Field(default=60.0, gt=0)
+    prediction_half_life_seconds: float = Field(default=60.0, gt=0)
 
     jwt_secret: str = Field(default="", description="HS256 signing secret; generated in dev.")
     jwt_algorithm: str = "HS256"

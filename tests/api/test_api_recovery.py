@@ -66,7 +66,10 @@ async def _get(client: TestClient, path: str, headers: dict[str, str]) -> Any:
 
 
 async def test_seed_error_reroutes_and_next_coordination_avoids_the_failed_provider(
-    live: TestClient, auth: Callable[..., dict[str, str]], sessions: sessionmaker[Session]
+    live: TestClient,
+    auth: Callable[..., dict[str, str]],
+    sessions: sessionmaker[Session],
+    dev_env: WorkflowEnvironment,
 ) -> None:
     headers = auth(Role.operator)
     response = await _post(live, "/backend-agent-error", SEED_ERROR, headers)
@@ -98,6 +101,19 @@ async def test_seed_error_reroutes_and_next_coordination_avoids_the_failed_provi
     assert agent["estimatedResolutionTime"] == 5
     assert agent["workflowId"] == "recovery:samsara:error_stream_samsara_002"
     assert agent["cascadingServices"] == ["driver_notifications", "route_optimization"]
+
+    # Operators find it in the Temporal UI by its typed search attributes.
+    query = (
+        'ServiceName = "samsara" AND Phase = "rerouted" AND Severity = "high" '
+        'AND RecoveryStrategy = "AVAILABILITY_FOCUSED"'
+    )
+    found: list[str] = []
+    for _ in range(50):
+        found = [w.id async for w in dev_env.client.list_workflows(query)]
+        if found:
+            break
+        await asyncio.sleep(0.2)
+    assert agent["workflowId"] in found
 
     # The very next coordination for the service avoids the failed provider.
     coordination = await _post(
