@@ -101,14 +101,30 @@ def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000, 3)
 
 
-def _exhausted(snapshot: RoutingSnapshot, service: str) -> RoutingSnapshot:
-    """The snapshot with the service's budget marked spent, after the store refused a charge."""
+# A decision is retried when the store refuses what the snapshot allowed (stale budget figure,
+# an emergency that ended meanwhile); each retry works from the store's answer.
+ATTEMPTS = 3
+
+
+class EmergencyEnded(Exception):
+    """The snapshot's emergency could not be charged: it ended or its cap is spent."""
+
+
+def _with_spent(snapshot: RoutingSnapshot, service: str, spent: float | None) -> RoutingSnapshot:
+    """The snapshot with the service's spend as the store reported it (spent if unknown)."""
     budget = snapshot.budgets.get(service)
     if budget is None:
         return snapshot
     budgets = dict(snapshot.budgets)
-    budgets[service] = BudgetState(service, budget.period, budget.limit, budget.limit)
+    figure = budget.limit if spent is None else spent
+    budgets[service] = BudgetState(service, budget.period, budget.limit, figure)
     return replace(snapshot, budgets=budgets)
+
+
+def _without_emergency(snapshot: RoutingSnapshot, service: str) -> RoutingSnapshot:
+    """The snapshot without the service's emergency."""
+    emergencies = {k: v for k, v in snapshot.emergencies.items() if k != service}
+    return replace(snapshot, emergencies=emergencies)
 
 
 def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> CoordinationResult:
@@ -126,7 +142,7 @@ def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> Coor
     monitoring = agent.require_real_time_monitoring or requirements.require_real_time_monitoring
     coordination_id = new_coordination_id("coordination", now)
 
-    for attempt in range(2):
+    for attempt in range(ATTEMPTS):
         routing_started = time.perf_counter()
         try:
             decision = decide(request, snapshot, now)
@@ -141,7 +157,7 @@ def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> Coor
                 )
                 budget = snapshot.budgets.get(body.service_name)
                 if budget is not None:
-                    charge_budget(
+                    charge = charge_budget(
                         session,
                         service=body.service_name,
                         amount=decision.estimated_cost,
@@ -150,6 +166,10 @@ def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> Coor
                         now=now,
                         emergency_workflow_id=emergency_wf,
                     )
+                    if emergency_wf is not None and charge.emergency_workflow_id is None:
+                        # The emergency ended or its cap is spent since the snapshot: this
+                        # decision may not use emergency-only nodes nor claim the emergency.
+                        raise EmergencyEnded(body.service_name)
                 backend_started = time.perf_counter()
                 if sync and agent.error_stream_id:
                     touch_error_stream(
@@ -175,6 +195,7 @@ def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> Coor
                         backend_integration_time=_ms(backend_started, backend_done),
                         optimization_time=0.0,
                     ),
+                    predictive=requirements.require_predictive_analytics,
                 )
                 optimization_done = time.perf_counter()
                 metrics = result.performance_metrics.model_copy(
@@ -187,12 +208,14 @@ def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> Coor
                 _record(session, body, decision, result, sync, emergency_wf, now)
             break
         except BudgetExhausted as exc:
-            if attempt == 1:
+            if attempt == ATTEMPTS - 1:
                 raise ApiError(
                     503, "budget_exhausted", exc.detail, {"serviceName": exc.service}
                 ) from exc
-            # The snapshot's budget figure was stale: decide again knowing the budget is spent.
-            snapshot = _exhausted(snapshot, body.service_name)
+            # The snapshot's budget figure was stale: decide again with the store's figure.
+            snapshot = _with_spent(snapshot, body.service_name, exc.spent)
+        except EmergencyEnded:
+            snapshot = _without_emergency(snapshot, body.service_name)
     total = _ms(started, time.perf_counter())
     return result.model_copy(
         update={
@@ -209,6 +232,7 @@ def _result(
     sync: bool,
     monitoring: bool,
     metrics: PerformanceMetrics,
+    predictive: bool = False,
 ) -> CoordinationResult:
     applied = ["intelligent_routing"]
     if sync:
@@ -217,6 +241,8 @@ def _result(
         applied.append("emergency_override")
     if decision.recovery_override_applied:
         applied.append("recovery_override")
+    if predictive:  # the decision weighed the nodes' predicted failure probabilities
+        applied.append("predictive_analytics")
     strategy = (
         "emergency_coordination"
         if decision.emergency_applied

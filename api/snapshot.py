@@ -122,7 +122,7 @@ class SnapshotCache:
                     # A change may have happened while we were not listening.
                     self._wake.set()
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        for _ in conn.notifies(timeout=0.2, stop_after=1):
                             self._wake.set()
             except Exception as exc:
                 log.warning("snapshot listener reconnecting: %s", exc.__class__.__name__)

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 PATH = "/api/v1/enhanced-traffic-coordination/execute-coordination"
+DRAIN_SECONDS = 60.0
 
 SEED_BODY: dict[str, Any] = {
     "serviceName": "stripe",
@@ -118,6 +119,7 @@ class LoadResult:
     completed: int = 0
     non_2xx: int = 0
     transport_errors: int = 0
+    unfinished: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     dispatch_lag_ms: list[float] = field(default_factory=list)
@@ -156,6 +158,7 @@ class LoadResult:
             "measured_requests": self.completed,
             "non_2xx": self.non_2xx,
             "transport_errors": self.transport_errors,
+            "unfinished": self.unfinished,
             "p50_ms": round(self.percentile(50), 2),
             "p95_ms": round(self.percentile(95), 2),
             "p99_ms": round(self.percentile(99), 2),
@@ -351,7 +354,12 @@ async def run_load(
         result.max_connections_used = max(result.max_connections_used, pool.opened)
     result.first_due = measure_from
     if pending:
-        await asyncio.wait(pending, timeout=60.0)
+        await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+    # Requests still open after the drain are failures too (a server that never answers
+    # must not look fast); they have no latency to report.
+    result.unfinished = len(pending)
+    for task in list(pending):
+        task.cancel()
     result.client_cpu_seconds = _cpu_seconds() - cpu_start
     await pool.close()
     return result

@@ -6,21 +6,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from routing.budget import period_start
 from routing.types import BudgetPeriod
 from store.models import BudgetSpend, Emergency, ErrorStream, MonitoringSession
-from store.upsert import insert_ignore
+from store.upsert import dialect_insert, insert_ignore
 
 
 class BudgetExhausted(Exception):
     """The charge would take the service past its budget (or the emergency's cap)."""
 
-    def __init__(self, service: str, detail: str) -> None:
+    def __init__(self, service: str, detail: str, spent: float | None = None) -> None:
         self.service = service
         self.detail = detail
+        self.spent = spent  # the period's spend when refused, so a retry can use the figure
         super().__init__(detail)
 
 
@@ -85,55 +86,53 @@ def charge_budget(
         .values(spent=BudgetSpend.spent + amount, decisions=BudgetSpend.decisions + 1)
     )
     if result.rowcount != 1:
+        spent = session.scalar(
+            select(BudgetSpend.spent).where(
+                BudgetSpend.service == service, BudgetSpend.period_start == start
+            )
+        )
         raise BudgetExhausted(
-            service, f"{period.value} budget of {limit:g} for {service!r} is spent"
+            service, f"{period.value} budget of {limit:g} for {service!r} is spent", spent
         )
     return Charge(amount, None)
 
 
 def touch_error_stream(session: Session, *, stream_id: str, service: str, now: datetime) -> None:
-    """Register an error stream, or mark it seen again."""
-    inserted = insert_ignore(
-        session,
-        ErrorStream,
-        {
-            "stream_id": stream_id,
-            "service": service,
-            "status": "registered",
-            "first_seen": now,
-            "last_seen": now,
-            "sync_count": 1,
-            "cascading_services": [],
-        },
+    """Register an error stream, or mark it seen again, in one statement."""
+    insert = dialect_insert(session, ErrorStream).values(
+        stream_id=stream_id,
+        service=service,
+        status="registered",
+        error_count=0,
+        first_seen=now,
+        last_seen=now,
+        sync_count=1,
+        cascading_services=[],
     )
-    if not inserted:
-        session.execute(
-            update(ErrorStream)
-            .where(ErrorStream.stream_id == stream_id)
-            .values(last_seen=now, sync_count=ErrorStream.sync_count + 1)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[ErrorStream.stream_id],
+            set_={"last_seen": now, "sync_count": ErrorStream.sync_count + 1},
         )
+    )
 
 
 def touch_monitoring_session(
     session: Session, *, session_id: str, service: str, stream_id: str | None, now: datetime
 ) -> None:
-    """Record (or refresh) a real-time monitoring session for a service."""
-    inserted = insert_ignore(
-        session,
-        MonitoringSession,
-        {
-            "session_id": session_id,
-            "service": service,
-            "stream_id": stream_id,
-            "active": True,
-            "touches": 1,
-            "started_at": now,
-            "last_seen": now,
-        },
+    """Record (or refresh) a real-time monitoring session for a service, in one statement."""
+    insert = dialect_insert(session, MonitoringSession).values(
+        session_id=session_id,
+        service=service,
+        stream_id=stream_id,
+        active=True,
+        touches=1,
+        started_at=now,
+        last_seen=now,
     )
-    if not inserted:
-        session.execute(
-            update(MonitoringSession)
-            .where(MonitoringSession.session_id == session_id)
-            .values(last_seen=now, active=True, touches=MonitoringSession.touches + 1)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[MonitoringSession.session_id],
+            set_={"last_seen": now, "active": True, "touches": MonitoringSession.touches + 1},
         )
+    )

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from test_api_coordination_seed import SEED_REQUEST, URL
 
 from api.auth import Role
 from store.db import transaction
-from store.models import NodeHealthRow
+from store.models import ErrorStream, MonitoringSession, NodeHealthRow
 
 Auth = Callable[..., dict[str, str]]
 
@@ -227,3 +227,18 @@ def test_minimal_request_is_accepted(api_client: TestClient, auth: Auth, strateg
     assert data["routingDecision"]["selectedNode"]["nodeId"] == "twilio_primary_us_east"
     assert data["backendAgentIntegration"]["errorStreamRegistered"] is False
     assert data["metadata"]["coordinationStrategy"] == "standard_coordination"
+
+
+def test_repeated_syncs_touch_the_stream_and_the_session(
+    api_client: TestClient, auth: Auth, sessions: sessionmaker[Session]
+) -> None:
+    for _ in range(2):
+        response = api_client.post(URL, json=SEED_REQUEST, headers=auth(Role.operator))
+        assert response.status_code == 200
+    with sessions() as session:
+        stream = session.get(ErrorStream, "error_stream_stripe_001")
+        assert stream is not None
+        assert stream.sync_count == 2
+        assert stream.last_seen > stream.first_seen
+        monitor = session.scalars(select(MonitoringSession)).one()
+        assert monitor.touches == 2
