@@ -15,6 +15,7 @@ from activities.ledger import apply_once
 from routing.decide import UnknownService, decide
 from routing.types import NoEligibleNode, RoutingDecision, RoutingRequest
 from store.base import utcnow
+from store.crypto import FieldCipher
 from store.events import publish, snapshot_changed
 from store.models import Coordination, Emergency, ProviderNodeRow, ProviderService
 from store.snapshot import load_snapshot
@@ -93,6 +94,7 @@ class EmergencyActivities:
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self.sessions = sessions
         self.settings = settings
+        self.cipher = FieldCipher.from_keys(settings.encryption_keys)
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity of this class, for the worker."""
@@ -115,8 +117,14 @@ class EmergencyActivities:
                 service=data.service,
                 operation=data.operation,
                 status="active",
-                emergency_reason=data.emergency_reason,
-                business_justification=data.business_justification,
+                emergency_reason=self.cipher.seal(
+                    Emergency.emergency_reason, data.coordination_id, data.emergency_reason
+                ),
+                business_justification=self.cipher.seal(
+                    Emergency.business_justification,
+                    data.coordination_id,
+                    data.business_justification,
+                ),
                 max_budget_override=data.max_budget_override,
                 spent=0.0,
                 started_at=data.started_at,
@@ -154,18 +162,23 @@ class EmergencyActivities:
             publish(
                 session,
                 "emergency_mode_activated",
-                {
-                    "coordinationId": data.coordination_id,
-                    "serviceName": data.service,
-                    "emergencyReason": data.emergency_reason,
-                    "maxBudgetOverride": data.max_budget_override,
-                    "selectedProvider": decision.node.provider_name,
-                    "businessJustification": data.business_justification,
-                    "workflowId": workflow_id,
-                    "durationMinutes": data.duration_minutes,
-                    "deadline": _iso(data.deadline),
-                    "requestedBy": data.requested_by,
-                },
+                # The outbox is at rest too: reason and justification are stored encrypted.
+                self.cipher.seal_event(
+                    "emergency_mode_activated",
+                    data.coordination_id,
+                    {
+                        "coordinationId": data.coordination_id,
+                        "serviceName": data.service,
+                        "emergencyReason": data.emergency_reason,
+                        "maxBudgetOverride": data.max_budget_override,
+                        "selectedProvider": decision.node.provider_name,
+                        "businessJustification": data.business_justification,
+                        "workflowId": workflow_id,
+                        "durationMinutes": data.duration_minutes,
+                        "deadline": _iso(data.deadline),
+                        "requestedBy": data.requested_by,
+                    },
+                ),
                 service=data.service,
                 coordination_id=data.coordination_id,
                 workflow_id=workflow_id,

@@ -15,6 +15,7 @@ from routing.recovery import RecoveryPlan, Severity, choose_recovery, plan_recov
 from routing.types import BreakerState, NoEligibleNode, ProviderNode, RoutingSnapshot
 from store.base import utcnow
 from store.coordinations import touch_monitoring_session
+from store.crypto import FieldCipher
 from store.events import publish, snapshot_changed
 from store.models import (
     Coordination,
@@ -83,6 +84,7 @@ class RecoveryActivities:
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self.sessions = sessions
         self.settings = settings
+        self.cipher = FieldCipher.from_keys(settings.encryption_keys)
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity of this class, for the worker."""
@@ -105,7 +107,7 @@ class RecoveryActivities:
 
         def effect(session: Session) -> dict[str, Any]:
             now = utcnow()
-            _register_error(session, data, now)
+            _register_error(session, data, now, self.cipher)
             snapshot = load_snapshot(session, now, service=data.service)
             choice = choose_recovery(
                 data.report.error_type,
@@ -273,8 +275,10 @@ class RecoveryActivities:
         return apply_once(self.sessions, data.key, effect)
 
 
-def _register_error(session: Session, data: HandleErrorInput, now: datetime) -> None:
-    """Create or touch the stream and add this error event."""
+def _register_error(
+    session: Session, data: HandleErrorInput, now: datetime, cipher: FieldCipher
+) -> None:
+    """Create or touch the stream and add this error event (its message encrypted)."""
     report = data.report
     insert_ignore(
         session,
@@ -317,7 +321,7 @@ def _register_error(session: Session, data: HandleErrorInput, now: datetime) -> 
             error_type=report.error_type,
             severity=report.severity,
             operation=report.operation,
-            error_message=report.error_message,
+            error_message=cipher.seal(ErrorEvent.error_message, data.key, report.error_message),
             failed_providers=report.failed_providers,
             revenue_at_risk=report.revenue_at_risk,
             created_at=now,

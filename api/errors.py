@@ -68,7 +68,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        code = {
+            400: "bad_request",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+        }
         return error_response(
             exc.status_code,
             code.get(exc.status_code, "http_error"),
@@ -99,6 +107,62 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "internal error")
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "internal error")
+        # Answered outside the security middleware: echo the request id here.
+        request_id = request.scope.get("state", {}).get("request_id")
+        headers = {"X-Request-ID": request_id} if request_id else None
+        return error_response(500, "internal_error", "internal error", headers=headers)
+
+
+def _error_schema(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+
+
+# Answers any operation may give, by what the operation has (docs/SECURITY.md).
+_ALWAYS = {503: "A dependency (database, Temporal, audit log) is unavailable"}
+_AUTHENTICATED = {
+    401: "Missing or invalid bearer token (the message says why)",
+    403: "The token's roles lack the permission",
+    429: "Rate limit exceeded (Retry-After, X-RateLimit-* headers)",
+}
+_WITH_BODY = {
+    400: "Unreadable request body (e.g. not UTF-8)",
+    413: "Request body too large",
+    415: "Request body is not application/json",
+    422: "Invalid request (details name the fields)",
+}
+
+
+def document_error_responses(app: FastAPI) -> None:
+    """Declare the envelope answers every operation may give, so the OpenAPI document is exact."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "ErrorEnvelope" not in components:
+            from api.schemas.common import ErrorEnvelope
+
+            envelope = ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(envelope.pop("$defs", {}))
+            components["ErrorEnvelope"] = envelope
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                extra = dict(_ALWAYS)
+                if operation.get("security"):
+                    extra.update(_AUTHENTICATED)
+                if "requestBody" in operation:
+                    extra.update(_WITH_BODY)
+                responses = operation.setdefault("responses", {})
+                for status, description in extra.items():
+                    responses.setdefault(str(status), _error_schema(description))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -85,7 +85,7 @@ def token(
     ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds")] = 3600,
 ) -> None:
     """Print a JWT the local API accepts."""
-    from api.auth import Role, issue_token
+    from api.auth import AuthConfigError, Role, issue_token
 
     try:
         roles = [Role(r) for r in role]
@@ -93,7 +93,98 @@ def token(
         allowed = ", ".join(r.value for r in Role)
         typer.secho(f"error: unknown role; use one of {allowed}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
-    typer.echo(issue_token(_settings(), subject=sub, roles=roles, ttl=ttl))
+    try:
+        typer.echo(issue_token(_settings(), subject=sub, roles=roles, ttl=ttl))
+    except AuthConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys (SWITCHYARD_ENCRYPTION_KEYS).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        return "unknown"
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Re-compute the audit chain; name the first broken entry and exit 1 if there is one."""
+    from store.audit import verify_chain
+    from store.db import make_engine, make_session_factory
+
+    engine = make_engine(_settings().database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            report = verify_chain(session)
+    finally:
+        engine.dispose()
+    if report.broken is not None:
+        typer.secho(
+            f"audit chain broken at entry {report.broken.entry_id}: {report.broken.reason} "
+            f"({report.checked} entries before it verified)",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"audit chain verified: {report.checked} entries, head {report.head_hash}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    encrypt_plaintext: Annotated[
+        bool,
+        typer.Option(help="Also encrypt values stored in plaintext before encryption existed."),
+    ] = False,
+) -> None:
+    """Re-encrypt every stored value with the current (first) key; safe to run again."""
+    import json
+    import uuid
+
+    from store.audit import AuditRecord, append_entry
+    from store.crypto import FieldCipher, KeyringError
+    from store.db import make_engine, make_session_factory
+    from store.rotation import rotate_keys
+
+    settings = _settings()
+    try:
+        cipher = FieldCipher.from_keys(settings.encryption_keys)
+    except KeyringError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    engine = make_engine(settings.database_url)
+    try:
+        sessions = make_session_factory(engine)
+        counts = [
+            c.as_dict() for c in rotate_keys(sessions, cipher, encrypt_plaintext=encrypt_plaintext)
+        ]
+        failed = sum(c["failed"] for c in counts)
+        append_entry(
+            sessions,
+            AuditRecord(
+                principal=f"cli:{_os_user()}",
+                role="admin",
+                action="keys rotate",
+                resource="encryption_keys",
+                request_id=uuid.uuid4().hex,
+                outcome="failed" if failed else "ok",
+                detail={"currentKey": cipher.keyring.current_kid, "columns": counts},
+            ),
+        )
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps({"currentKey": cipher.keyring.current_kid, "columns": counts}, indent=2))
+    if failed:
+        typer.secho(f"{failed} value(s) could not be re-encrypted", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -72,6 +72,9 @@ def temporal_argv(settings: Settings) -> list[str]:
         "--log-level",
         "warn",
         "--ui-disable-news-fetch",
+        # The UI decodes encrypted payloads through the API (api/routes/codec.py).
+        "--ui-codec-endpoint",
+        f"http://127.0.0.1:{settings.api_port}/codec",
     ]
     for key in SEARCH_ATTRIBUTES:
         argv += ["--search-attribute", f"{key.name}=Keyword"]

@@ -223,8 +223,8 @@ def _temporal_error(exc: RPCError) -> ApiError:
 async def post_backend_agent_error(
     body: BackendAgentErrorRequest,
     runtime: RuntimeDep,
+    _: Operator,  # before TemporalDep: refuse a caller before connecting to Temporal
     client: TemporalDep,
-    _: Operator,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Envelope[BackendAgentErrorResult]:
     """Hand an error to its stream's durable recovery; answers once the new route is applied."""
@@ -268,7 +268,7 @@ def _view(runtime: ApiRuntime, status: RecoveryStatus) -> RecoveryView:
     responses=ERRORS,  # type: ignore[arg-type]
 )
 async def get_recovery(
-    workflow_id: str, runtime: RuntimeDep, client: TemporalDep, _: Reader
+    workflow_id: str, runtime: RuntimeDep, _: Reader, client: TemporalDep
 ) -> Envelope[RecoveryView]:
     """The recovery's phase, timeline, route and figures (its status query)."""
     if not workflow_id.startswith("recovery:"):
@@ -305,8 +305,8 @@ async def resolve_recovery(
     workflow_id: str,
     body: OperatorAction,
     runtime: RuntimeDep,
-    client: TemporalDep,
     principal: Operator,
+    client: TemporalDep,
 ) -> Envelope[RecoveryView]:
     """Operator: the provider is fixed; remove the override now and end as resolved."""
     status = await _operator_update(
@@ -328,8 +328,8 @@ async def cancel_recovery(
     workflow_id: str,
     body: OperatorAction,
     runtime: RuntimeDep,
-    client: TemporalDep,
     principal: Operator,
+    client: TemporalDep,
 ) -> Envelope[RecoveryView]:
     """Operator: stop the recovery and remove its override."""
     status = await _operator_update(

@@ -98,8 +98,10 @@ def test_activate_routes_with_the_emergency_and_is_applied_once(
         "selectedProvider": "Stripe Premium Emergency",
     }
     assert event.payload["maxBudgetOverride"] == 5000
-    assert event.payload["emergencyReason"] == data.emergency_reason
-    assert event.payload["businessJustification"] == data.business_justification
+    # Stored encrypted (store/crypto.py); event readers open them.
+    published = activities.cipher.open_event(event.event_type, data.coordination_id, event.payload)
+    assert published["emergencyReason"] == data.emergency_reason
+    assert published["businessJustification"] == data.business_justification
 
 
 def test_unknown_service_and_second_emergency_are_refused(

@@ -1,0 +1,114 @@
+"""Per-principal rate limits by route class (read: GET/HEAD, write: the rest), via `limits`.
+
+Counters live in memory (per process) or in Redis (shared by every API replica) as
+`SWITCHYARD_RATE_LIMIT_STORAGE` says. When the storage cannot be reached the request is let
+through and a warning logged: Redis being down must not take the API down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import STRATEGIES
+
+from switchyard.settings import Settings
+
+log = logging.getLogger("switchyard.api")
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_STORAGE_TIMEOUT_SECONDS = 0.5
+_WARN_EVERY_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """Where a principal stands in its current window."""
+
+    route_class: str
+    limit: int
+    remaining: int
+    reset_at: float  # epoch seconds
+    exceeded: bool
+
+    def headers(self) -> dict[str, str]:
+        """X-RateLimit-Limit / -Remaining / -Reset (epoch seconds), and Retry-After if exceeded."""
+        values = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(self.remaining, 0)),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_at)),
+        }
+        if self.exceeded:
+            values["Retry-After"] = str(self.retry_after())
+        return values
+
+    def retry_after(self) -> int:
+        """Whole seconds until the window resets (at least 1)."""
+        return max(1, math.ceil(self.reset_at - time.time()))
+
+
+class RateLimiter:
+    """Counts requests per (route class, principal) and says when a window is exhausted."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.rate_limit_enabled
+        self.items: dict[str, RateLimitItem] = {
+            "read": parse(settings.rate_limit_read),
+            "write": parse(settings.rate_limit_write),
+        }
+        strategy = STRATEGIES.get(settings.rate_limit_strategy)
+        if strategy is None:
+            names = ", ".join(STRATEGIES)
+            raise ValueError(f"SWITCHYARD_RATE_LIMIT_STRATEGY must be one of {names}")
+        uri = settings.rate_limit_storage
+        # A slow Redis must not stall requests: short socket timeouts, then fail open.
+        options: dict[str, float | str | bool] = (
+            {
+                "socket_timeout": _STORAGE_TIMEOUT_SECONDS,
+                "socket_connect_timeout": _STORAGE_TIMEOUT_SECONDS,
+            }
+            if uri.startswith(("redis://", "rediss://"))
+            else {}
+        )
+        self.storage = storage_from_string(uri, **options)
+        self.strategy = strategy(self.storage)
+        self._warned_at = 0.0
+
+    @staticmethod
+    def route_class(method: str) -> str:
+        """read for GET/HEAD, write for everything else."""
+        return "read" if method.upper() in READ_METHODS else "write"
+
+    def hit(self, subject: str, method: str) -> RateLimitState | None:
+        """Count one request; None when limits are off or the storage is unreachable."""
+        if not self.enabled:
+            return None
+        route_class = self.route_class(method)
+        item = self.items[route_class]
+        try:
+            allowed = self.strategy.hit(item, "switchyard", route_class, subject)
+            stats = self.strategy.get_window_stats(item, "switchyard", route_class, subject)
+        except Exception as exc:
+            self._warn(exc)
+            return None
+        return RateLimitState(
+            route_class=route_class,
+            limit=item.amount,
+            remaining=stats.remaining,
+            reset_at=stats.reset_time,
+            exceeded=not allowed,
+        )
+
+    def describe(self, route_class: str) -> str:
+        """The configured limit in words, e.g. '600 per 1 minute'."""
+        item = self.items[route_class]
+        return f"{item.amount} per {item.multiples} {item.GRANULARITY.name}"
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_SECONDS:
+            self._warned_at = now
+            log.warning("rate-limit storage unavailable, not limiting: %s", exc.__class__.__name__)

@@ -1,0 +1,119 @@
+"""Rate limits per principal and route class: 429 with Retry-After and X-RateLimit-* headers."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from fastapi.testclient import TestClient
+from security_support import BASE
+from sqlalchemy import Engine
+
+from api.app import create_app
+from api.auth import Role
+from switchyard.settings import Settings
+
+Token = Callable[..., str]
+WRITE = f"{BASE}/execute-coordination"
+READ = f"{BASE}/coordination-analytics"
+REQUEST = {"serviceName": "stripe", "operation": "payment_processing"}
+REDIS = "redis://127.0.0.1:6379"
+
+
+@contextmanager
+def _api(make_settings: Callable[..., Settings], **overrides: object) -> Iterator[TestClient]:
+    settings = make_settings(temporal_address="127.0.0.1:1", **overrides)
+    with TestClient(create_app(settings, prepare=False)) as client:
+        yield client
+
+
+def _as(token: Token, sub: str, role: Role = Role.operator) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role, sub=sub)}"}
+
+
+def test_a_spent_write_limit_answers_429_with_the_headers(
+    clean_store: Engine, make_settings: Callable[..., Settings], token: Token
+) -> None:
+    with _api(make_settings, rate_limit_write="3/minute", rate_limit_read="5/minute") as api:
+        alice, bob = _as(token, "alice"), _as(token, "bob")
+        remaining = []
+        for _ in range(3):
+            ok = api.post(WRITE, json=REQUEST, headers=alice)
+            assert ok.status_code == 200
+            assert ok.headers["X-RateLimit-Limit"] == "3"
+            remaining.append(int(ok.headers["X-RateLimit-Remaining"]))
+            assert int(ok.headers["X-RateLimit-Reset"]) > 1_700_000_000  # epoch seconds
+        assert remaining == [2, 1, 0]
+
+        refused = api.post(WRITE, json=REQUEST, headers=alice)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert "3 per 1 minute" in refused.json()["error"]["message"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert refused.headers["X-RateLimit-Remaining"] == "0"
+        assert refused.headers["X-RateLimit-Limit"] == "3"
+
+        # Another principal, and reads, have their own budgets; health is never limited.
+        assert api.post(WRITE, json=REQUEST, headers=bob).status_code == 200
+        assert api.get(READ, headers=alice).status_code == 200
+        for _ in range(8):
+            health = api.get(f"{BASE}/health")
+            assert health.status_code == 200 and "X-RateLimit-Limit" not in health.headers
+
+
+def test_limits_can_be_turned_off(
+    clean_store: Engine, make_settings: Callable[..., Settings], token: Token
+) -> None:
+    with _api(make_settings, rate_limit_write="1/minute", rate_limit_enabled=False) as api:
+        for _ in range(3):
+            response = api.post(WRITE, json=REQUEST, headers=_as(token, "carol"))
+            assert response.status_code == 200
+            assert "X-RateLimit-Limit" not in response.headers
+
+
+def test_unusable_limits_fail_at_start_up(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ValueError):
+        create_app(make_settings(rate_limit_write="lots"), prepare=False)
+    with pytest.raises(ValueError, match="STRATEGY"):
+        create_app(make_settings(rate_limit_strategy="leaky-bucket"), prepare=False)
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])
+def test_redis_shares_the_count_between_api_replicas(
+    clean_store: Engine, make_settings: Callable[..., Settings], token: Token, strategy: str
+) -> None:
+    subject = f"replicated-{uuid.uuid4().hex[:8]}"  # fresh counters in the shared Redis
+    limits = {
+        "rate_limit_storage": REDIS,
+        "rate_limit_strategy": strategy,
+        "rate_limit_write": "3/minute",
+    }
+    with _api(make_settings, **limits) as first, _api(make_settings, **limits) as second:
+        headers = _as(token, subject)
+        assert first.post(WRITE, json=REQUEST, headers=headers).status_code == 200
+        assert second.post(WRITE, json=REQUEST, headers=headers).status_code == 200
+        assert first.post(WRITE, json=REQUEST, headers=headers).status_code == 200
+        refused = second.post(WRITE, json=REQUEST, headers=headers)
+        assert refused.status_code == 429
+        assert "Retry-After" in refused.headers
+
+
+def test_an_unreachable_limit_store_lets_requests_through(
+    clean_store: Engine, make_settings: Callable[..., Settings], token: Token
+) -> None:
+    with _api(make_settings, rate_limit_storage="redis://127.0.0.1:1") as api:
+        response = api.post(WRITE, json=REQUEST, headers=_as(token, "dave"))
+    assert response.status_code == 200
+    assert "X-RateLimit-Limit" not in response.headers
