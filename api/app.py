@@ -10,8 +10,9 @@ from types import ModuleType
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import health
+from api.routes import codec, health
 from api.runtime import ApiRuntime
+from api.security import install_security
 from api.snapshot import SnapshotCache
 from store.catalog import load_catalog_file, seed_catalog
 from store.db import make_engine, make_session_factory, migrate, start_up_lock, transaction
@@ -69,12 +70,34 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_security(app, resolved)
     for module in _route_modules():
         app.include_router(module.router, prefix=PREFIX)
+    # Temporal's remote codec protocol: the UI is pointed at {api}/codec.
+    app.include_router(codec.router)
     return app
 
 
 def _route_modules() -> list[ModuleType]:
-    from api.routes import analytics, connections, coordination, emergency, recovery
+    from api.routes import (
+        analytics,
+        audit,
+        connections,
+        coordination,
+        emergency,
+        outcomes,
+        providers,
+        recovery,
+    )
 
-    return [health, coordination, analytics, recovery, connections, emergency]
+    return [
+        health,
+        coordination,
+        analytics,
+        recovery,
+        connections,
+        emergency,
+        outcomes,
+        providers,
+        audit,
+    ]

@@ -74,6 +74,13 @@ class NodeHealthRow(Base):
     failure_probability: Mapped[float] = mapped_column(Float, default=0.0)
     observations: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Breaker bookkeeping of routing/breaker.py (BreakerStatus), so every process agrees.
+    breaker_changed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    breaker_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    half_open_successes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    breaker_window_after: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Last snapshot NOTIFY for a health drift of this node: such NOTIFYs are spaced out.
+    health_notified_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Coordination(Base):
@@ -231,7 +238,8 @@ class Outcome(Base):
     error_code: Mapped[str | None] = mapped_column(String(100), nullable=True)
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_outcomes_node_observed", "node_id", "observed_at"),)
+    # The health window reads the newest outcomes of a node: an index-only backward scan.
+    __table_args__ = (Index("ix_outcomes_node_observed_id", "node_id", "observed_at", "id"),)
 
 
 class Event(Base):

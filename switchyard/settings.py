@@ -80,15 +80,37 @@ class Settings(BaseSettings):
     prediction_half_life_seconds: float = Field(default=60.0, gt=0)
 
     jwt_secret: str = Field(default="", description="HS256 signing secret; generated in dev.")
-    jwt_algorithm: str = "HS256"
+    jwt_algorithm: str = Field(
+        default="HS256",
+        description="The one algorithm accepted: HS256/384/512, RS256/384/512, "
+        "ES256/384/512 (docs/SECURITY.md).",
+    )
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="PEM public key verifying RS*/ES* tokens."
+    )
+    jwt_jwks_file: Path | None = Field(
+        default=None, description="JWKS file verifying RS*/ES* tokens (key chosen by `kid`)."
+    )
     jwt_audience: str = "switchyard"
     jwt_issuer: str = "switchyard"
-    jwt_leeway_seconds: int = 30
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwt_default_ttl_seconds: int = 3600
 
     encryption_keys: str = Field(
         default="", description="Comma-separated `kid:base64key` AES-256 keys, first is current."
     )
+
+    # Hostile-input limits (docs/SECURITY.md).
+    rate_limit_enabled: bool = True
+    rate_limit_storage: str = Field(
+        default="memory://", description="`memory://` (per process) or `redis://host:port`."
+    )
+    rate_limit_strategy: str = Field(
+        default="fixed-window", description="fixed-window, moving-window, sliding-window-counter"
+    )
+    rate_limit_write: str = Field(default="600/minute", description="Per principal, non-GET.")
+    rate_limit_read: str = Field(default="1200/minute", description="Per principal, GET.")
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -105,6 +127,8 @@ class Settings(BaseSettings):
         """Return settings whose secrets are set: generated once in development, else refused."""
         generators = _secret_generators()
         missing = {name: gen for name, gen in generators.items() if not getattr(self, name)}
+        if not self.jwt_algorithm.upper().startswith("HS"):
+            missing.pop("jwt_secret", None)  # RS*/ES* tokens are verified with a public key
         if not missing:
             return self
         if self.env is Environment.production:

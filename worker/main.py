@@ -12,17 +12,19 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.emergency import EmergencyActivities
+from activities.monitoring import MonitoringActivities, ensure_health_sweep
 from activities.recovery import RecoveryActivities
 from store.db import make_engine, make_session_factory
 from switchyard.settings import Settings
 from worker.client import connect
 from worker.setup import ensure_search_attributes
 from workflows.emergency import EmergencyOverrideWorkflow
+from workflows.health_sweep import HealthSweepWorkflow
 from workflows.recovery import ErrorRecoveryWorkflow
 
 log = logging.getLogger("switchyard.worker")
 
-WORKFLOWS: list[type] = [ErrorRecoveryWorkflow, EmergencyOverrideWorkflow]
+WORKFLOWS: list[type] = [ErrorRecoveryWorkflow, EmergencyOverrideWorkflow, HealthSweepWorkflow]
 
 # Modules the sandbox shares instead of re-importing for every new workflow instance: they
 # are deterministic (routing/ is pure; pydantic models are data). Re-importing them made
@@ -44,6 +46,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     activities = [
         *RecoveryActivities(sessions, settings).all(),
         *EmergencyActivities(sessions, settings).all(),
+        *MonitoringActivities(sessions, settings, client).all(),
     ]
     return Worker(
         client,
@@ -63,6 +66,7 @@ async def run_worker(settings: Settings) -> None:
     await asyncio.to_thread(prepare_store, settings)
     client = await connect(settings)
     await ensure_search_attributes(client, settings.temporal_namespace)
+    await ensure_health_sweep(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,257 @@
+"""The monitor's worker side: HealthSweep activities and the schedule that runs them.
+
+`sweep_health` re-scores every node in one transaction (store/health.py). `start_recoveries`
+uses the worker's Temporal client to start an ErrorRecoveryWorkflow per degraded node with
+update-with-start (USE_EXISTING), as backend-agent-error does. It is an activity rather than
+a child workflow because a recovery needs its first error delivered as an update (a
+workflow cannot send updates), must outlive the sweep run, and may already be running from
+an earlier sweep or an agent's report.
+
+Both are idempotent without a ledger row: the sweep recomputes from the store and a retry
+finds the transitions already made (they are guarded by the breaker state it reads under
+lock); a retried start finds the recovery running, and its report carries a request key the
+recovery dedupes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from store.base import utcnow
+from store.db import transaction
+from store.health import monitoring_config, sweep
+from switchyard.settings import Settings
+from workflows.health_sweep import HealthSweepWorkflow
+from workflows.health_sweep_types import (
+    START_RECOVERIES,
+    SWEEP_HEALTH,
+    SWEEP_SCHEDULE_ID,
+    SWEEP_WORKFLOW_ID,
+    BreakerChange,
+    DegradedNode,
+    RecoveryStart,
+    StartRecoveriesInput,
+    StartRecoveriesResult,
+    SweepHealthInput,
+    SweepHealthResult,
+    SweepInput,
+    monitor_stream_id,
+)
+from workflows.recovery import ErrorRecoveryWorkflow
+from workflows.recovery_types import ErrorReport, RecoveryConfig, RecoveryInput
+
+log = logging.getLogger("switchyard.monitor")
+# A sweep run that finds no worker gives up after this; with overlap SKIP, a stuck run
+# would otherwise hold back every later one.
+SWEEP_RUN_TIMEOUT = timedelta(minutes=5)
+
+
+class MonitoringActivities:
+    """HealthSweep activities; built once per worker with the store and the Temporal client."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], settings: Settings, client: Client | None = None
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.client = client
+        self.config = monitoring_config(settings)
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity of this class, for the worker."""
+        return [self.sweep_health, self.start_recoveries]
+
+    @activity.defn(name=SWEEP_HEALTH)
+    def sweep_health(self, data: SweepHealthInput) -> SweepHealthResult:
+        """Re-score every node, half-open breakers whose break is over, list degraded nodes."""
+        with transaction(self.sessions) as session:
+            update = sweep(session, utcnow(), self.config)
+        return SweepHealthResult(
+            nodes=len(update.nodes),
+            changed=update.changed,
+            transitions=[
+                BreakerChange(
+                    node_id=t.node_id,
+                    service=t.service,
+                    previous_state=t.before.value,
+                    state=t.after.value,
+                    reason=t.reason,
+                )
+                for t in update.transitions
+            ],
+            degraded=[
+                DegradedNode(
+                    node_id=d.node_id,
+                    service=d.service,
+                    error_type=d.error_type,
+                    severity=d.severity,
+                    detail=d.detail,
+                )
+                for d in update.degraded
+            ],
+        )
+
+    @activity.defn(name=START_RECOVERIES)
+    async def start_recoveries(self, data: StartRecoveriesInput) -> StartRecoveriesResult:
+        """Start a recovery for each degraded node that has none running."""
+        if self.client is None:
+            raise ApplicationError("the worker gave this activity no Temporal client")
+        client = self.client
+        results = await asyncio.gather(
+            *(self._start(client, node, data.request_key) for node in data.nodes)
+        )
+        return StartRecoveriesResult(recoveries=list(results))
+
+    async def _start(self, client: Client, node: DegradedNode, request_key: str) -> RecoveryStart:
+        stream_id = monitor_stream_id(node.node_id)
+        workflow_id = f"recovery:{node.service}:{stream_id}"
+        try:
+            described = await client.get_workflow_handle(workflow_id).describe()
+            if described.status == WorkflowExecutionStatus.RUNNING:
+                return RecoveryStart(
+                    node_id=node.node_id, workflow_id=workflow_id, outcome="already_running"
+                )
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        report = ErrorReport(
+            error_type=node.error_type,
+            severity=node.severity,
+            operation="health_monitoring",
+            error_message=f"{node.node_id}: {node.detail}",
+            failed_providers=[node.node_id],
+            request_key=f"{request_key}/{node.node_id}",
+        )
+        start = WithStartWorkflowOperation(
+            ErrorRecoveryWorkflow.run,
+            RecoveryInput(
+                service=node.service,
+                stream_id=stream_id,
+                source="monitor",
+                config=recovery_config(self.settings),
+            ),
+            id=workflow_id,
+            task_queue=self.settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=(
+                f"Recovery of {node.service}: monitor found {node.node_id} degraded "
+                f"({node.error_type}: {node.detail})"
+            ),
+        )
+        try:
+            result = await client.execute_update_with_start_workflow(
+                ErrorRecoveryWorkflow.report_error, report, start_workflow_operation=start
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            no_route = isinstance(cause, ApplicationError) and cause.type == "NoEligibleNode"
+            log.warning("monitor recovery for %s refused: %s", node.node_id, cause or exc)
+            return RecoveryStart(
+                node_id=node.node_id,
+                workflow_id=workflow_id,
+                outcome="no_route" if no_route else "refused",
+                detail=str(cause or exc),
+            )
+        log.info("monitor started recovery %s for %s", workflow_id, node.node_id)
+        return RecoveryStart(
+            node_id=node.node_id,
+            workflow_id=workflow_id,
+            outcome="joined" if result.joined_existing else "started",
+            selected_node=result.plan.selected.node_id,
+            detail=node.detail,
+        )
+
+
+def recovery_config(settings: Settings) -> RecoveryConfig:
+    """The recovery timers configured for this deployment (as backend-agent-error uses)."""
+    return RecoveryConfig(
+        check_interval_seconds=settings.recovery_check_interval_seconds,
+        healthy_checks_to_restore=settings.recovery_healthy_checks,
+        max_monitoring_minutes=settings.recovery_max_monitoring_minutes,
+        stage_hold_seconds=settings.recovery_stage_hold_seconds,
+        monitoring_seconds=settings.recovery_monitoring_seconds,
+    )
+
+
+def health_sweep_schedule(settings: Settings) -> Schedule:
+    """The schedule that runs HealthSweepWorkflow every `health_sweep_interval_seconds`."""
+    every = timedelta(seconds=settings.health_sweep_interval_seconds)
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            HealthSweepWorkflow.run,
+            SweepInput(),
+            id=SWEEP_WORKFLOW_ID,
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=SWEEP_RUN_TIMEOUT,
+            static_summary="Health sweep: re-score nodes, half-open breakers, predict, recover",
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        # A sweep is only useful now: never two at once, never a backlog after downtime.
+        policy=SchedulePolicy(
+            overlap=ScheduleOverlapPolicy.SKIP,
+            catchup_window=max(timedelta(seconds=10), 2 * every),
+        ),
+    )
+
+
+async def ensure_health_sweep(
+    client: Client, settings: Settings, schedule_id: str = SWEEP_SCHEDULE_ID
+) -> str:
+    """Create the sweep schedule, or update it when its interval or queue changed.
+
+    Returns "created", "updated" or "unchanged". Safe to call from every worker at start-up;
+    a schedule an operator paused stays paused.
+    """
+    wanted = health_sweep_schedule(settings)
+    try:
+        await client.create_schedule(schedule_id, wanted)
+        log.info("created schedule %s", schedule_id)
+        return "created"
+    except ScheduleAlreadyRunningError:
+        pass
+    handle = client.get_schedule_handle(schedule_id)
+    current = (await handle.describe()).schedule
+    if _same_schedule(current, wanted):
+        return "unchanged"
+    keep_state = replace(wanted, state=current.state)
+    await handle.update(lambda _: ScheduleUpdate(schedule=keep_state))
+    log.info("updated schedule %s", schedule_id)
+    return "updated"
+
+
+def _same_schedule(current: Schedule, wanted: Schedule) -> bool:
+    action, goal = current.action, wanted.action
+    if not isinstance(action, ScheduleActionStartWorkflow):
+        return False
+    assert isinstance(goal, ScheduleActionStartWorkflow)
+    return (
+        [i.every for i in current.spec.intervals] == [i.every for i in wanted.spec.intervals]
+        and action.workflow == goal.workflow
+        and action.task_queue == goal.task_queue
+        and action.execution_timeout == goal.execution_timeout
+    )

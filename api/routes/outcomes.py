@@ -1,0 +1,163 @@
+"""POST outcomes: clients report how their calls went; health and breakers follow at once.
+
+The batch, the node health it implies, breaker transitions and their events commit in one
+transaction before the 202 answer. Recoveries for degraded nodes are started by the worker's
+HealthSweep, never here: ingestion does not wait on Temporal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from sqlalchemy.orm import Session
+
+from activities.ledger import apply_once
+from api.deps import Operator, RuntimeDep
+from api.errors import ApiError
+from api.runtime import ApiRuntime
+from api.schemas.common import Envelope, ErrorEnvelope
+from api.schemas.outcomes import (
+    BreakerTransitionOut,
+    OutcomeBatch,
+    OutcomeBatchResult,
+    OutcomeNode,
+)
+from store.base import utcnow
+from store.db import transaction
+from store.health import monitoring_config
+from store.outcomes import IngestResult, OutcomeReport, record_outcomes
+
+router = APIRouter(tags=["monitoring"])
+ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 409, 422)}
+# Clocks disagree a little; an outcome from further in the future is a client bug.
+MAX_CLOCK_SKEW = timedelta(seconds=60)
+# An error body names at most this many bad items (the first ones).
+MAX_ERROR_DETAILS = 50
+
+
+def _reports(runtime: ApiRuntime, body: OutcomeBatch, now: datetime) -> list[OutcomeReport]:
+    """The batch as store reports, or 422 naming every bad item's index and field."""
+    snapshot = runtime.snapshot.current
+    known = {node.node_id for nodes in snapshot.nodes.values() for node in nodes}
+    problems: list[dict[str, str]] = []
+    reports = []
+    for index, item in enumerate(body.outcomes):
+        observed = now if item.observed_at is None else _utc(item.observed_at)
+        if item.node_id not in known:
+            problems.append(
+                {"field": f"outcomes.{index}.nodeId", "message": f"unknown node {item.node_id!r}"}
+            )
+        if observed > now + MAX_CLOCK_SKEW:
+            problems.append(
+                {
+                    "field": f"outcomes.{index}.observedAt",
+                    "message": f"more than {MAX_CLOCK_SKEW.seconds} s in the future",
+                }
+            )
+        reports.append(
+            OutcomeReport(
+                node_id=item.node_id,
+                success=item.success,
+                latency_ms=item.latency_ms,
+                observed_at=observed,
+                coordination_id=item.coordination_id,
+                cost=item.cost,
+                error_code=item.error_code,
+            )
+        )
+    if problems:
+        fields = ", ".join(dict.fromkeys(p["field"] for p in problems[:MAX_ERROR_DETAILS]))
+        raise ApiError(
+            422, "validation_error", f"invalid request: {fields}", problems[:MAX_ERROR_DETAILS]
+        )
+    return reports
+
+
+def _utc(at: datetime) -> datetime:
+    """A naive timestamp is taken as UTC, as everywhere in Switchyard."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _result(ingested: IngestResult) -> OutcomeBatchResult:
+    return OutcomeBatchResult(
+        accepted=ingested.accepted,
+        failed=ingested.failed,
+        nodes=[
+            OutcomeNode(
+                node_id=n.node_id,
+                reported=n.reported,
+                health_score=n.health_score,
+                success_rate=n.success_rate,
+                latency_p50_ms=n.latency_p50_ms,
+                latency_p95_ms=n.latency_p95_ms,
+                observations=n.observations,
+                breaker_state=n.breaker_state,
+                failure_probability=n.failure_probability,
+            )
+            for n in ingested.nodes
+        ],
+        breaker_transitions=[
+            BreakerTransitionOut(
+                node_id=t.node_id,
+                service_name=t.service,
+                previous_state=t.before.value,
+                state=t.after.value,
+                reason=t.reason,
+            )
+            for t in ingested.transitions
+        ],
+    )
+
+
+def _fingerprint(body: OutcomeBatch) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+@router.post(
+    "/outcomes",
+    status_code=202,
+    response_model=Envelope[OutcomeBatchResult],
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+def post_outcomes(
+    body: OutcomeBatch,
+    runtime: RuntimeDep,
+    principal: Operator,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> Envelope[OutcomeBatchResult]:
+    """Record a batch of call outcomes durably; node health and breakers move with it."""
+    now = utcnow()
+    reports = _reports(runtime, body, now)
+    config = monitoring_config(runtime.settings)
+    if idempotency_key is None:
+        with transaction(runtime.sessions) as session:
+            result = _result(record_outcomes(session, reports, now, config))
+        return Envelope(message="Outcomes recorded", data=result)
+
+    fingerprint = _fingerprint(body)
+    applied = False
+
+    def effect(session: Session) -> dict[str, Any]:
+        nonlocal applied
+        applied = True
+        result = _result(record_outcomes(session, reports, now, config))
+        return {"fingerprint": fingerprint, "result": result.model_dump(mode="json")}
+
+    # Keyed by caller: two clients may pick the same key without colliding.
+    stored = apply_once(runtime.sessions, f"outcomes/{principal.subject}/{idempotency_key}", effect)
+    if stored.get("fingerprint") != fingerprint:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different batch; use a new key per batch",
+        )
+    if not applied:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Envelope(
+        message="Outcomes recorded",
+        data=OutcomeBatchResult.model_validate(stored["result"]),
+    )
