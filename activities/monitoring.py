@@ -34,11 +34,9 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     ScheduleUpdate,
-    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -46,6 +44,7 @@ from store.base import utcnow
 from store.db import transaction
 from store.health import monitoring_config, sweep
 from switchyard.settings import Settings
+from worker.recoveries import recovery_workflow_id, start_or_join_recovery
 from workflows.health_sweep import HealthSweepWorkflow
 from workflows.health_sweep_types import (
     START_RECOVERIES,
@@ -62,8 +61,7 @@ from workflows.health_sweep_types import (
     SweepInput,
     monitor_stream_id,
 )
-from workflows.recovery import ErrorRecoveryWorkflow
-from workflows.recovery_types import ErrorReport, RecoveryConfig, RecoveryInput
+from workflows.recovery_types import ErrorReport
 
 log = logging.getLogger("switchyard.monitor")
 # A sweep run that finds no worker gives up after this; with overlap SKIP, a stuck run
@@ -129,7 +127,7 @@ class MonitoringActivities:
 
     async def _start(self, client: Client, node: DegradedNode, request_key: str) -> RecoveryStart:
         stream_id = monitor_stream_id(node.node_id)
-        workflow_id = f"recovery:{node.service}:{stream_id}"
+        workflow_id = recovery_workflow_id(node.service, stream_id)
         try:
             described = await client.get_workflow_handle(workflow_id).describe()
             if described.status == WorkflowExecutionStatus.RUNNING:
@@ -147,25 +145,18 @@ class MonitoringActivities:
             failed_providers=[node.node_id],
             request_key=f"{request_key}/{node.node_id}",
         )
-        start = WithStartWorkflowOperation(
-            ErrorRecoveryWorkflow.run,
-            RecoveryInput(
+        try:
+            result = await start_or_join_recovery(
+                client,
+                self.settings,
                 service=node.service,
                 stream_id=stream_id,
+                report=report,
                 source="monitor",
-                config=recovery_config(self.settings),
-            ),
-            id=workflow_id,
-            task_queue=self.settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=(
-                f"Recovery of {node.service}: monitor found {node.node_id} degraded "
-                f"({node.error_type}: {node.detail})"
-            ),
-        )
-        try:
-            result = await client.execute_update_with_start_workflow(
-                ErrorRecoveryWorkflow.report_error, report, start_workflow_operation=start
+                summary=(
+                    f"Recovery of {node.service}: monitor found {node.node_id} degraded "
+                    f"({node.error_type}: {node.detail})"
+                ),
             )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
@@ -185,17 +176,6 @@ class MonitoringActivities:
             selected_node=result.plan.selected.node_id,
             detail=node.detail,
         )
-
-
-def recovery_config(settings: Settings) -> RecoveryConfig:
-    """The recovery timers configured for this deployment (as backend-agent-error uses)."""
-    return RecoveryConfig(
-        check_interval_seconds=settings.recovery_check_interval_seconds,
-        healthy_checks_to_restore=settings.recovery_healthy_checks,
-        max_monitoring_minutes=settings.recovery_max_monitoring_minutes,
-        stage_hold_seconds=settings.recovery_stage_hold_seconds,
-        monitoring_seconds=settings.recovery_monitoring_seconds,
-    )
 
 
 def health_sweep_schedule(settings: Settings) -> Schedule:

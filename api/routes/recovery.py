@@ -10,10 +10,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -35,14 +33,12 @@ from api.schemas.recovery import (
     RecoveryView,
     TimelineEntry,
 )
-from switchyard.settings import Settings
+from worker.recoveries import start_or_join_recovery
 from workflows.recovery import ErrorRecoveryWorkflow
 from workflows.recovery_types import (
     CancelRequest,
     ErrorReport,
     NodeSummary,
-    RecoveryConfig,
-    RecoveryInput,
     RecoveryStatus,
     ReportResult,
     ResolveRequest,
@@ -54,27 +50,11 @@ ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 422, 5
 ENDED_RETRIES = 3
 
 
-def recovery_workflow_id(service: str, stream_id: str) -> str:
-    """One workflow per error stream."""
-    return f"recovery:{service}:{stream_id}"
-
-
 def workflow_ui_url(runtime: ApiRuntime, workflow_id: str) -> str:
     """Link to the workflow in the Temporal UI."""
     namespace = quote(runtime.settings.temporal_namespace, safe="")
     base = runtime.settings.temporal_ui_url
     return f"{base}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
-
-
-def recovery_config(settings: Settings) -> RecoveryConfig:
-    """The recovery timers configured for this deployment."""
-    return RecoveryConfig(
-        check_interval_seconds=settings.recovery_check_interval_seconds,
-        healthy_checks_to_restore=settings.recovery_healthy_checks,
-        max_monitoring_minutes=settings.recovery_max_monitoring_minutes,
-        stage_hold_seconds=settings.recovery_stage_hold_seconds,
-        monitoring_seconds=settings.recovery_monitoring_seconds,
-    )
 
 
 def _validate_providers(runtime: ApiRuntime, body: BackendAgentErrorRequest) -> None:
@@ -164,27 +144,19 @@ async def report_error(
     client: Client, runtime: ApiRuntime, body: BackendAgentErrorRequest, request_key: str
 ) -> ReportResult:
     """Update-with-start: start the stream's recovery or join the running one."""
-    workflow_id = recovery_workflow_id(body.service_name, body.stream_id)
     report = _report(body, request_key)
     for attempt in range(ENDED_RETRIES):
-        start = WithStartWorkflowOperation(
-            ErrorRecoveryWorkflow.run,
-            RecoveryInput(
+        try:
+            return await start_or_join_recovery(
+                client,
+                runtime.settings,
                 service=body.service_name,
                 stream_id=body.stream_id,
-                config=recovery_config(runtime.settings),
-            ),
-            id=workflow_id,
-            task_queue=runtime.settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=(
-                f"Recovery of {body.service_name} ({body.error_type}, {body.severity}) "
-                f"for stream {body.stream_id}"
-            ),
-        )
-        try:
-            return await client.execute_update_with_start_workflow(
-                ErrorRecoveryWorkflow.report_error, report, start_workflow_operation=start
+                report=report,
+                summary=(
+                    f"Recovery of {body.service_name} ({body.error_type}, {body.severity}) "
+                    f"for stream {body.stream_id}"
+                ),
             )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
