@@ -15,6 +15,7 @@ from activities.ledger import apply_once
 from routing.decide import UnknownService, decide
 from routing.types import NoEligibleNode, RoutingDecision, RoutingRequest
 from store.base import utcnow
+from store.coordinations import coordination_row
 from store.crypto import FieldCipher
 from store.events import publish, snapshot_changed
 from store.models import Coordination, Emergency, ProviderNodeRow, ProviderService
@@ -346,21 +347,13 @@ class EmergencyActivities:
 def _coordination_row(
     data: ActivateInput, decision: RoutingDecision, activation: Activation, workflow_id: str
 ) -> Coordination:
-    return Coordination(
+    return coordination_row(
+        decision,
         coordination_id=data.coordination_id,
         kind="emergency",
         service=data.service,
         operation=data.operation,
-        node_id=decision.node.node_id,
-        strategy=decision.strategy.value,
-        strategy_reason=decision.strategy_reason,
-        estimated_cost=decision.estimated_cost,
-        estimated_latency=decision.estimated_latency,
-        estimated_success_rate=decision.estimated_success_rate,
-        cost_savings=decision.outcome.estimated_cost_savings,
-        performance_gain=decision.outcome.estimated_performance_gain,
-        confidence_score=decision.confidence_score,
-        emergency_workflow_id=workflow_id,
         response=activation.model_dump(mode="json", by_alias=True),
         created_at=data.started_at,
+        emergency_workflow_id=workflow_id,
     )

@@ -34,12 +34,12 @@ from store.base import utcnow
 from store.coordinations import (
     BudgetExhausted,
     charge_budget,
+    coordination_row,
     touch_error_stream,
     touch_monitoring_session,
 )
 from store.db import transaction
 from store.events import publish
-from store.models import Coordination
 
 
 def new_coordination_id(prefix: str, now: datetime) -> str:
@@ -305,27 +305,19 @@ def _record(
     now: datetime,
 ) -> None:
     session.add(
-        Coordination(
+        coordination_row(
+            decision,
             coordination_id=result.coordination_id,
             kind="standard",
             service=body.service_name,
             operation=body.operation,
+            response=result.model_dump(mode="json", by_alias=True),
+            created_at=now,
             request_id=body.routing_context.request_metadata.request_id,
-            node_id=decision.node.node_id,
-            strategy=decision.strategy.value,
-            strategy_reason=decision.strategy_reason,
-            estimated_cost=decision.estimated_cost,
-            estimated_latency=decision.estimated_latency,
-            estimated_success_rate=decision.estimated_success_rate,
-            cost_savings=decision.outcome.estimated_cost_savings,
-            performance_gain=decision.outcome.estimated_performance_gain,
-            confidence_score=decision.confidence_score,
             backend_integrated=sync,
             error_stream_id=body.backend_agent_context.error_stream_id if sync else None,
             emergency_workflow_id=emergency_workflow_id,
             coordination_ms=result.performance_metrics.total_coordination_time,
-            response=result.model_dump(mode="json", by_alias=True),
-            created_at=now,
         )
     )
     publish(

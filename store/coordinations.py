@@ -10,8 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from routing.budget import period_start
-from routing.types import BudgetPeriod
-from store.models import BudgetSpend, Emergency, ErrorStream, MonitoringSession
+from routing.types import BudgetPeriod, RoutingDecision
+from store.models import BudgetSpend, Coordination, Emergency, ErrorStream, MonitoringSession
 from store.upsert import dialect_insert, insert_ignore
 
 
@@ -135,4 +135,36 @@ def touch_monitoring_session(
             index_elements=[MonitoringSession.session_id],
             set_={"last_seen": now, "active": True, "touches": MonitoringSession.touches + 1},
         )
+    )
+
+
+def coordination_row(
+    decision: RoutingDecision,
+    *,
+    coordination_id: str,
+    kind: str,
+    service: str,
+    operation: str,
+    response: dict[str, Any],
+    created_at: datetime,
+    **extra: Any,
+) -> Coordination:
+    """The recorded form of a routing decision; `extra` sets the kind-specific columns."""
+    return Coordination(
+        coordination_id=coordination_id,
+        kind=kind,
+        service=service,
+        operation=operation,
+        node_id=decision.node.node_id,
+        strategy=decision.strategy.value,
+        strategy_reason=decision.strategy_reason,
+        estimated_cost=decision.estimated_cost,
+        estimated_latency=decision.estimated_latency,
+        estimated_success_rate=decision.estimated_success_rate,
+        cost_savings=decision.outcome.estimated_cost_savings,
+        performance_gain=decision.outcome.estimated_performance_gain,
+        confidence_score=decision.confidence_score,
+        response=response,
+        created_at=created_at,
+        **extra,
     )
