@@ -1,19 +1,94 @@
-"""The transactional outbox: events are rows written in the caller's transaction."""
+"""The transactional outbox: events are rows written in the caller's transaction.
+
+Event ids are handed out in commit order, so a reader that has seen id N and asks for
+`id > N` misses nothing. A sequence would not do: transaction A may draw 5, transaction B 6,
+B commit first, and a reader that saw 6 would never see 5. Instead `publish()` only queues
+the event in the session; just before the transaction commits, one statement advances the
+single counter row (`event_log_head`) by the number of queued events and the events are
+inserted with those ids. The counter row stays locked until COMMIT, so the next transaction
+that publishes waits there and draws higher ids only after this one is visible. The lock is
+the transaction's last: everything else is flushed first, keeping the window to the insert,
+the NOTIFY and the commit itself. SQLite runs one writer at a time and takes the same path.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    BigInteger,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import Session, SessionTransaction
 
 from store.base import utcnow
-from store.models import Event
+from store.models import Event, EventLogHead
+from store.upsert import insert_ignore
 
 # PostgreSQL channels; NOTIFY is delivered only when the transaction commits.
 EVENTS_CHANNEL = "switchyard_events"
 SNAPSHOT_CHANNEL = "switchyard_snapshot"
+
+# Session.info keys: events queued in the transaction, the queue length at each open
+# savepoint, and a savepoint commit that deferred the writing to the outer commit.
+_PENDING = "switchyard.events.pending"
+_SAVEPOINTS = "switchyard.events.savepoints"
+_DEFERRED = "switchyard.events.deferred"
+_HEAD_ID = 1
+
+_events = cast(Table, Event.__table__)
+_head = cast(Table, EventLogHead.__table__)
+# Core, not ORM-enabled: no session synchronisation work on the commit path.
+_advance = (
+    update(_head)
+    .where(_head.c.id == _HEAD_ID)
+    .values(last=_head.c.last + bindparam("n", type_=BigInteger()))
+    .returning(_head.c.last)
+)
+
+
+@dataclass(slots=True)
+class EventDraft:
+    """An event queued in a transaction; `id` is set when the transaction commits."""
+
+    event_type: str
+    payload: dict[str, Any]
+    service: str | None = None
+    coordination_id: str | None = None
+    workflow_id: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    id: int | None = None
+
+
+def event_draft(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    service: str | None = None,
+    coordination_id: str | None = None,
+    workflow_id: str | None = None,
+    at: datetime | None = None,
+) -> EventDraft:
+    """An event whose stored payload leads with `eventType` and `timestamp`, as clients see it."""
+    created = at or utcnow()
+    body = {
+        "eventType": event_type,
+        "timestamp": created.isoformat().replace("+00:00", "Z"),
+        **payload,
+    }
+    return EventDraft(event_type, body, service, coordination_id, workflow_id, created)
 
 
 def publish(
@@ -25,26 +100,27 @@ def publish(
     coordination_id: str | None = None,
     workflow_id: str | None = None,
     at: datetime | None = None,
-) -> Event:
-    """Add an event to the outbox in the current transaction and return it (id assigned)."""
-    created = at or utcnow()
-    body = {
-        "eventType": event_type,
-        "timestamp": created.isoformat().replace("+00:00", "Z"),
-        **payload,
-    }
-    row = Event(
-        event_type=event_type,
+) -> EventDraft:
+    """Queue an event in the current transaction; it is written (and its id set) at commit."""
+    draft = event_draft(
+        event_type,
+        payload,
         service=service,
         coordination_id=coordination_id,
         workflow_id=workflow_id,
-        payload=body,
-        created_at=created,
+        at=at,
     )
-    session.add(row)
-    session.flush()
-    notify(session, EVENTS_CHANNEL, str(row.id))
-    return row
+    publish_many(session, [draft])
+    return draft
+
+
+def publish_many(session: Session, drafts: Iterable[EventDraft]) -> None:
+    """Queue many events in the current transaction; one multi-row insert writes them at commit.
+
+    Works for any session that commits through SQLAlchemy, whether its other writes are ORM
+    objects or Core statements.
+    """
+    session.info.setdefault(_PENDING, []).extend(drafts)
 
 
 def notify(session: Session, channel: str, message: str = "") -> None:
@@ -64,11 +140,122 @@ def events_since(
     limit: int = 100,
     types: frozenset[str] | None = None,
     service: str | None = None,
+    until: int | None = None,
 ) -> list[Event]:
-    """Events with id > since, oldest first, optionally filtered."""
-    query = select(Event).where(Event.id > since).order_by(Event.id).limit(limit)
-    if types:
-        query = query.where(Event.event_type.in_(sorted(types)))
-    if service:
-        query = query.where(Event.service == service)
+    """Events with since < id (<= until), oldest first, optionally filtered."""
+    query = _since(select(Event), since, limit, types, service, until)
     return list(session.scalars(query))
+
+
+def event_rows_since(
+    session: Session,
+    since: int,
+    limit: int = 100,
+    types: frozenset[str] | None = None,
+    service: str | None = None,
+    until: int | None = None,
+) -> Sequence[Row[Any]]:
+    """events_since as plain rows (same attribute names): no ORM objects for readers that
+    only pass events on, like the WebSocket hub."""
+    return session.execute(_since(select(_events), since, limit, types, service, until)).all()
+
+
+def _since(
+    query: Select[Any],
+    since: int,
+    limit: int,
+    types: frozenset[str] | None,
+    service: str | None,
+    until: int | None,
+) -> Select[Any]:
+    query = query.where(_events.c.id > since).order_by(_events.c.id).limit(limit)
+    if until is not None:
+        query = query.where(_events.c.id <= until)
+    if types:
+        query = query.where(_events.c.event_type.in_(sorted(types)))
+    if service:
+        query = query.where(_events.c.service == service)
+    return query
+
+
+def latest_event_id(session: Session) -> int:
+    """The id of the newest committed event, 0 when there is none.
+
+    Ids are commit-ordered, so no event with an id at or below this one can appear later.
+    """
+    return int(session.scalar(select(func.max(Event.id))) or 0)
+
+
+def _draw_ids(session: Session, count: int) -> int:
+    """Advance the counter by `count` and return its new value, locking the row until commit."""
+    last = session.execute(_advance, {"n": count}).scalar()
+    if last is None:
+        # The row is missing (a store emptied table by table): start after the newest event.
+        insert_ignore(session, EventLogHead, {"id": _HEAD_ID, "last": latest_event_id(session)})
+        last = session.execute(_advance, {"n": count}).scalar_one()
+    return int(last)
+
+
+def _write_pending(session: Session) -> None:
+    session.flush()
+    drafts: list[EventDraft] = session.info.pop(_PENDING, [])
+    if not drafts:
+        return
+    last = _draw_ids(session, len(drafts))
+    rows = []
+    for number, draft in enumerate(drafts, start=last - len(drafts) + 1):
+        draft.id = number
+        rows.append(
+            {
+                "id": number,
+                "event_type": draft.event_type,
+                "service": draft.service,
+                "coordination_id": draft.coordination_id,
+                "workflow_id": draft.workflow_id,
+                "payload": draft.payload,
+                "created_at": draft.created_at,
+            }
+        )
+    session.execute(insert(_events), rows)
+    notify(session, EVENTS_CHANNEL, str(last))
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    if not session.info.get(_PENDING):
+        return
+    if session.in_nested_transaction() and not session.info.get(_DEFERRED):
+        # A savepoint is being released (its events belong to the outer transaction), or
+        # the outer transaction is committing with savepoints still open: then the next
+        # before_commit comes before this savepoint ends, and writes.
+        session.info[_DEFERRED] = True
+        return
+    _write_pending(session)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _savepoint_started(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        marks = session.info.setdefault(_SAVEPOINTS, {})
+        marks[transaction] = len(session.info.get(_PENDING, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _rolled_back(session: Session, previous: SessionTransaction) -> None:
+    if previous.nested:
+        mark = session.info.get(_SAVEPOINTS, {}).get(previous)
+        if mark is not None:
+            del session.info.get(_PENDING, [])[mark:]
+    elif previous.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        # Its mark stays until the outer transaction ends: after_soft_rollback, which needs
+        # it, runs after this.
+        session.info.pop(_DEFERRED, None)
+    elif transaction.parent is None:
+        for key in (_PENDING, _SAVEPOINTS, _DEFERRED):
+            session.info.pop(key, None)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -243,17 +244,32 @@ class Outcome(Base):
 
 
 class Event(Base):
-    """The transactional outbox: written in the same transaction as the change it reports."""
+    """The transactional outbox: written in the same transaction as the change it reports.
+
+    Ids are commit-ordered, drawn from EventLogHead when the transaction commits
+    (store/events.py), so readers resume with `id > last seen` and miss nothing.
+    """
 
     __tablename__ = "events"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     event_type: Mapped[str] = mapped_column(String(64), index=True)
     service: Mapped[str | None] = mapped_column(String(64), nullable=True)
     coordination_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventLogHead(Base):
+    """The one counter row event ids are drawn from; its lock orders publishers by commit."""
+
+    __tablename__ = "event_log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 
 
 class AppliedEffect(Base):
