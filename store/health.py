@@ -270,6 +270,8 @@ def reassess(
             node, state.breaker, windows[node.node_id], new.get(node.node_id, []), now, config
         )
         result.nodes[node.node_id] = assessed
+        if _prediction_fired(state, assessed, config):
+            _publish_prediction(session, state, assessed, config, now)
         for old_state, new_state, reason in assessed.transitions:
             result.transitions.append(
                 Transition(node.node_id, node.service, old_state, new_state, reason)
@@ -354,6 +356,47 @@ def _publish_transition(
             "openUntil": _iso(status.open_until),
         },
         service=transition.service,
+        at=now,
+    )
+
+
+def _prediction_fired(state: NodeState, assessed: Assessment, config: MonitoringConfig) -> bool:
+    """The prediction just crossed the threshold and is what makes the node degraded.
+
+    A node whose breaker opened or whose SLO is already breached reports that instead.
+    """
+    degradation = assessed.degradation
+    return (
+        degradation is not None
+        and degradation.error_type == "predicted_failure"
+        and state.failure_probability < config.prediction.threshold
+    )
+
+
+def _publish_prediction(
+    session: Session,
+    state: NodeState,
+    assessed: Assessment,
+    config: MonitoringConfig,
+    now: datetime,
+) -> None:
+    prediction = assessed.prediction
+    publish(
+        session,
+        "prediction_fired",
+        {
+            "nodeId": state.node.node_id,
+            "serviceName": state.node.service,
+            "failureProbability": prediction.failure_probability,
+            "previousProbability": state.failure_probability,
+            "threshold": config.prediction.threshold,
+            "horizonSeconds": prediction.horizon_seconds,
+            "errorBreachProbability": prediction.error_breach_probability,
+            "latencyBreachProbability": prediction.latency_breach_probability,
+            "forecastP95Ms": prediction.forecast_p95_ms,
+            "detail": assessed.degradation.detail if assessed.degradation else "",
+        },
+        service=state.node.service,
         at=now,
     )
 
