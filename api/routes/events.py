@@ -1,0 +1,210 @@
+"""Events: the outbox as a page (`GET /events`) and as a live WebSocket (`/events`).
+
+Both read the same commit-ordered ids (store/events.py), so a client may poll, stream, or
+switch between the two, passing the last id it saw as `since`, and miss nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode
+
+import jwt
+from fastapi import APIRouter, Query, Request, WebSocket
+from pydantic import ConfigDict
+
+from api.auth import AuthError, Permission, Principal
+from api.deps import Reader, RuntimeDep, get_security
+from api.errors import ApiError
+from api.events_hub import EventFilter, EventHub, outbound
+from api.runtime import ApiRuntime
+from api.schemas.common import Envelope, ErrorEnvelope, ResponseModel
+from api.security import SecurityContext
+from store.crypto import FieldCipher
+from store.events import event_rows_since, latest_event_id
+
+router = APIRouter(tags=["events"])
+ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 422)}
+MAX_LIMIT = 1000
+MAX_TYPES = 50
+MAX_ID = 2**62
+MAX_SERVICE = 64
+_EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# The subprotocol a browser offers alongside `bearer.<token>`; the server answers with it.
+SUBPROTOCOL = "switchyard.events.v1"
+TOKEN_PREFIX = "bearer."
+# Close codes before the handshake completes (the server turns them into an HTTP refusal).
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_RATE_LIMITED = 4429
+
+TypesQuery = Annotated[
+    str | None,
+    Query(
+        max_length=2000,
+        description="Comma-separated event types, e.g. `recovery_started,breaker_opened`.",
+    ),
+]
+ServiceQuery = Annotated[
+    str | None, Query(max_length=MAX_SERVICE, description="Only events of this service.")
+]
+
+
+class EventView(ResponseModel):
+    """One event: its id, type and time, then the fields of its type (as in the contract)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    event_type: str
+    timestamp: str
+
+
+class EventPage(ResponseModel):
+    """Events after `since`, oldest first; pass `nextSince` to read on."""
+
+    events: list[EventView]
+    next_since: int
+
+
+def event_filter(types: str | None, service: str | None) -> EventFilter:
+    """The filter of `?types=a,b&service=s`; ValueError naming a malformed part."""
+    names = frozenset(t.strip() for t in (types or "").split(",") if t.strip())
+    if len(names) > MAX_TYPES:
+        raise ValueError(f"at most {MAX_TYPES} event types")
+    malformed = sorted(name for name in names if not _EVENT_TYPE.match(name))
+    if malformed:
+        raise ValueError(f"not an event type: {malformed[0][:64]!r}")
+    if service is not None and len(service) > MAX_SERVICE:
+        raise ValueError(f"service names have at most {MAX_SERVICE} characters")
+    return EventFilter(types=names, service=service or None)
+
+
+def _page(
+    runtime: ApiRuntime, cipher: FieldCipher, since: int, limit: int, chosen: EventFilter
+) -> EventPage:
+    with runtime.sessions() as session:
+        # Ids are commit-ordered: nothing at or below `head` can still appear, so a filtered
+        # page that comes back short lets the next read start from there.
+        head = latest_event_id(session)
+        rows = event_rows_since(
+            session,
+            since,
+            limit,
+            types=chosen.types or None,
+            service=chosen.service,
+            until=head,
+        )
+        events = [EventView.model_validate(outbound(row, cipher).body) for row in rows]
+    next_since = events[-1].id if len(events) == limit else max(since, head)
+    return EventPage(events=events, next_since=next_since)
+
+
+@router.get(
+    "/events",
+    response_model=Envelope[EventPage],
+    response_model_by_alias=True,
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def get_events(
+    request: Request,
+    runtime: RuntimeDep,
+    _: Reader,
+    since: Annotated[int, Query(ge=0, le=MAX_ID, description="Events with a larger id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    types: TypesQuery = None,
+    service: ServiceQuery = None,
+) -> Envelope[EventPage]:
+    """Events after `since` (an event id), at most `limit`, oldest first; for polling."""
+    try:
+        chosen = event_filter(types, service)
+    except ValueError as exc:
+        raise ApiError(
+            422, "validation_error", str(exc), [{"field": "types", "message": str(exc)}]
+        ) from exc
+    cipher = FieldCipher(get_security(request).keyring)
+    return Envelope(data=await asyncio.to_thread(_page, runtime, cipher, since, limit, chosen))
+
+
+@router.websocket("/events")
+async def events_socket(websocket: WebSocket) -> None:
+    """Live events. Token: `Sec-WebSocket-Protocol: switchyard.events.v1, bearer.<jwt>` or
+    `?token=`; `?since=ID` replays what was missed first; `?types=a,b` and `?service=` filter.
+    """
+    token = _take_token(websocket)
+    hub: EventHub = websocket.app.state.events_hub
+    security: SecurityContext = websocket.app.state.security
+    if not token:
+        await websocket.close(CLOSE_UNAUTHORIZED, "missing bearer token")
+        return
+    try:
+        principal = security.verifier.verify(token)
+    except AuthError as exc:
+        await websocket.close(CLOSE_UNAUTHORIZED, _reason(str(exc)))
+        return
+    refusal = await _refusal(security, principal)
+    if refusal is not None:
+        await websocket.close(*refusal)
+        return
+    params = websocket.query_params
+    try:
+        since = _since(params.get("since"))
+        chosen = event_filter(params.get("types"), params.get("service"))
+    except ValueError as exc:
+        await websocket.close(CLOSE_BAD_REQUEST, _reason(str(exc)))
+        return
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    expires = _expiry(token, security.settings.jwt_leeway_seconds)
+    await hub.stream(websocket, chosen, since, expires)
+
+
+def _take_token(websocket: WebSocket) -> str | None:
+    """The token from the subprotocols, else from `?token=`. A query token is cut from the
+    scope either way, so the server's access log, which prints the query, never shows it."""
+    pairs = parse_qsl(websocket.scope.get("query_string", b"").decode("latin-1"), True)
+    queried = [value for name, value in pairs if name == "token"]
+    if queried:
+        kept = [(name, value) for name, value in pairs if name != "token"]
+        websocket.scope["query_string"] = urlencode(kept).encode("latin-1")
+    for offered in websocket.scope.get("subprotocols", []):
+        if offered.startswith(TOKEN_PREFIX):
+            return str(offered[len(TOKEN_PREFIX) :])
+    return queried[-1] if queried else None
+
+
+async def _refusal(security: SecurityContext, principal: Principal) -> tuple[int, str] | None:
+    """Why this principal may not stream events (role, rate limit), or None."""
+    if not principal.can(Permission.read):
+        return CLOSE_FORBIDDEN, "events need the 'read' permission"
+    limiter = security.limiter
+    if limiter.blocking:
+        state = await asyncio.to_thread(limiter.hit, principal.subject, "GET")
+    else:
+        state = limiter.hit(principal.subject, "GET")
+    if state is not None and state.exceeded:
+        return CLOSE_RATE_LIMITED, f"rate limited; retry in {state.retry_after()} s"
+    return None
+
+
+def _since(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or int(value) > MAX_ID:
+        raise ValueError("since must be an event id (a whole number, 0 or more)")
+    return int(value)
+
+
+def _reason(text: str) -> str:
+    """A close reason within the protocol's 123 bytes."""
+    return text.encode()[:120].decode(errors="ignore")
+
+
+def _expiry(token: str, leeway: float) -> float | None:
+    """When the (already verified) token stops being accepted, in epoch seconds."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    exp = claims.get("exp")
+    return float(exp) + leeway if isinstance(exp, int | float) else None
