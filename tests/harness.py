@@ -1,4 +1,4 @@
-"""A full worker (every workflow and activity) for tests that drive the API end to end."""
+"""A full worker (every workflow and activity, as `switchyard worker` runs them) for tests."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.emergency import EmergencyActivities
-from activities.recovery import RecoveryActivities
 from switchyard.settings import Settings
-from worker.main import WORKFLOWS
+from worker.main import WORKFLOWS, all_activities
 
 
 @asynccontextmanager
@@ -22,16 +20,12 @@ async def live_worker(
 ) -> AsyncIterator[Worker]:
     """Run every workflow with real activities on the test store until the block ends."""
     settings = Settings()
-    activities = [
-        *RecoveryActivities(sessions, settings).all(),
-        *EmergencyActivities(sessions, settings).all(),
-    ]
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with Worker(
             client,
             task_queue=task_queue,
             workflows=WORKFLOWS,
-            activities=activities,
+            activities=all_activities(sessions, settings, client),
             activity_executor=executor,
         ) as worker:
             yield worker

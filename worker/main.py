@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -16,7 +20,7 @@ from activities.monitoring import MonitoringActivities, ensure_health_sweep
 from activities.recovery import RecoveryActivities
 from store.db import make_engine, make_session_factory
 from switchyard.settings import Settings
-from worker.client import connect
+from worker.client import connect, sdk_runtime
 from worker.setup import ensure_search_attributes
 from workflows.emergency import EmergencyOverrideWorkflow
 from workflows.health_sweep import HealthSweepWorkflow
@@ -39,32 +43,44 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
-def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
-    """A worker on the task queue with every workflow and activity wired to the store."""
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    sessions = make_session_factory(engine)
-    activities = [
+def all_activities(
+    sessions: sessionmaker[Session], settings: Settings, client: Client
+) -> list[Callable[..., Any]]:
+    """Every activity the workflows call, bound to the store (tests run the same list)."""
+    return [
         *RecoveryActivities(sessions, settings).all(),
         *EmergencyActivities(sessions, settings).all(),
         *MonitoringActivities(sessions, settings, client).all(),
     ]
+
+
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+    """A worker on the task queue with every workflow and activity wired to the store."""
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    sessions = make_session_factory(engine)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=activities,
+        activities=all_activities(sessions, settings, client),
         activity_executor=executor,
         max_concurrent_activities=32,
         workflow_runner=workflow_runner(),
+        # On SIGTERM: stop polling, let running activities finish for this long, then cancel
+        # the rest so Temporal retries them on another worker.
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
     )
 
 
 async def run_worker(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then let running activities finish and stop polling."""
+    """Run until SIGINT/SIGTERM, then stop polling and let running activities finish."""
     from api.app import prepare_store
 
     await asyncio.to_thread(prepare_store, settings)
-    client = await connect(settings)
+    runtime = sdk_runtime(settings.worker_metrics_address)
+    if settings.worker_metrics_address:
+        log.info("Temporal SDK metrics at http://%s/metrics", settings.worker_metrics_address)
+    client = await connect(settings, runtime=runtime, service_name="switchyard-worker")
     await ensure_search_attributes(client, settings.temporal_namespace)
     await ensure_health_sweep(client, settings)
     stop = asyncio.Event()
