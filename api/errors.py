@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("switchyard.api")
@@ -39,6 +41,22 @@ def error_response(
     """The JSON error envelope."""
     body = {"success": False, "error": {"code": code, "message": message, "details": details}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+# A store outage is brief (a failover, a restart): the pool reconnects on its own (pre-ping).
+STORE_RETRY_AFTER_SECONDS = 2
+
+
+def store_unavailable(exc: Exception, what: str) -> JSONResponse:
+    """503 `database_unavailable`: the request was refused because the store is unreachable."""
+    log.warning("%s: %s", what, exc.__class__.__name__)
+    return error_response(
+        503,
+        "database_unavailable",
+        f"{what}; retry in {STORE_RETRY_AFTER_SECONDS} s: Switchyard reconnects by itself "
+        "once the database is back",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+    )
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -86,25 +104,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc.__class__.__name__)
-        return error_response(
-            503,
-            "database_unavailable",
-            "the database is unavailable; retry shortly",
-            headers={"Retry-After": "2"},
-        )
+        return store_unavailable(exc, "the database is unavailable")
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            return error_response(
-                503,
-                "database_unavailable",
-                "the database connection was lost; retry shortly",
-                headers={"Retry-After": "2"},
-            )
+        if exc.connection_invalidated or isinstance(exc, InterfaceError):
+            return store_unavailable(exc, "the connection to the database was lost")
         log.exception("database error")
         return error_response(500, "internal_error", "internal error")
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _pool_timeout(_: Request, exc: PoolTimeoutError) -> JSONResponse:
+        return store_unavailable(exc, "no database connection became free in time")
+
+    # Raised unwrapped by code that drives the driver itself (binary COPY of outcomes).
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
+    async def _driver_down(_: Request, exc: psycopg.Error) -> JSONResponse:
+        return store_unavailable(exc, "the connection to the database was lost")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

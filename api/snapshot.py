@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from routing.types import RoutingSnapshot
 from store.base import utcnow
+from store.db import CONNECT_TIMEOUT_SECONDS
 from store.events import SNAPSHOT_CHANNEL
 from store.snapshot import load_snapshot
 
@@ -117,7 +118,9 @@ class SnapshotCache:
         )
         while not self._stop.is_set():
             try:
-                with psycopg.connect(conninfo, autocommit=True) as conn:
+                with psycopg.connect(
+                    conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                ) as conn:
                     conn.execute(f"LISTEN {SNAPSHOT_CHANNEL}")
                     # A change may have happened while we were not listening.
                     self._wake.set()

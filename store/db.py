@@ -18,6 +18,9 @@ from sqlalchemy.pool import NullPool
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any 64-bit constant: serialises concurrent migrations (API and worker starting together).
 _MIGRATION_LOCK_ID = 0x5357_4954_4348
+# A database host that accepts no connection (down, failing over) must not hold a request or
+# an activity for minutes: a new connection gives up after this, the caller sees an error.
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
@@ -35,8 +38,14 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         # "database is locked" when a read lock cannot be upgraded. WAL keeps readers free.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
+    # pre-ping replaces connections that died with the server, so the pool heals by itself.
     return create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
     )
 
 
