@@ -152,7 +152,9 @@ class RecoveryActivities:
                 ),
                 now,
             )
-            return HandleErrorResult(plan=route).model_dump(mode="json")
+            return HandleErrorResult(plan=route, coordination_id=data.coordination_id).model_dump(
+                mode="json"
+            )
 
         return HandleErrorResult.model_validate(apply_once(self.sessions, data.key, effect))
 
@@ -207,7 +209,7 @@ class RecoveryActivities:
                     .where(ErrorStream.stream_id == data.stream_id)
                     .values(status=data.stream_status)
                 )
-            event = publish(
+            publish(
                 session,
                 data.event_type,
                 {
@@ -220,7 +222,8 @@ class RecoveryActivities:
                 workflow_id=data.workflow_id,
                 at=now,
             )
-            return {"eventId": event.id}
+            # The event's id is drawn at commit (store/events.py), after this result.
+            return {"eventType": data.event_type}
 
         return apply_once(self.sessions, data.key, effect)
 
@@ -242,6 +245,8 @@ class RecoveryActivities:
                     .values(
                         breaker_state=BreakerState.OPEN.value,
                         breaker_forced=BreakerState.OPEN.value,
+                        breaker_changed_at=now,
+                        breaker_reason="recovery_unresolved",
                         updated_at=now,
                     )
                 )

@@ -228,7 +228,7 @@ class ErrorRecoveryWorkflow:
             )
             result = ReportResult(
                 workflow_id=self._id,
-                coordination_id=coordination_id,
+                coordination_id=handled.coordination_id or coordination_id,
                 error_count=number,
                 joined_existing=number > 1,
                 plan=plan,

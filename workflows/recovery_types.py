@@ -172,6 +172,9 @@ class HandleErrorResult(BaseModel):
     plan: RoutePlan | None = None
     no_route: str | None = None
     exclusions: list[dict[str, str]] = Field(default_factory=list)
+    # The id the coordination was stored under. A workflow task retried after a crash computes
+    # a new id (workflow.now() moved on) while the ledger answers with the first application.
+    coordination_id: str | None = None
 
 
 class ApplyOverrideInput(BaseModel):

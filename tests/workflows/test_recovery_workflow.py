@@ -172,6 +172,9 @@ async def test_unresolved_after_monitoring_maximum_leaves_routing_safe(
     with sessions() as session:
         health = session.get(NodeHealthRow, "samsara_primary")
         assert health is not None and health.breaker_forced == "OPEN"
+        # Operators see why (GET providers/{nodeId}) and since when.
+        assert health.breaker_reason == "recovery_unresolved"
+        assert health.breaker_changed_at is not None
     assert _route(sessions) != "samsara_primary"
     assert event_types(sessions, handle.id)[-1] == "recovery_unresolved"
 
