@@ -9,14 +9,18 @@ from types import ModuleType
 
 from fastapi import FastAPI
 
+from api.decision_writer import DecisionWriter
 from api.errors import install_error_handlers
-from api.routes import codec, health
+from api.events_hub import build_events_hub
+from api.metrics import install_metrics
+from api.routes import codec, dashboard, health
 from api.runtime import ApiRuntime
 from api.security import install_security
 from api.snapshot import SnapshotCache
 from store.catalog import load_catalog_file, seed_catalog
 from store.db import make_engine, make_session_factory, migrate, start_up_lock, transaction
 from switchyard.settings import Settings, get_settings
+from switchyard.tracing import instrument_app
 
 PREFIX = "/api/v1/enhanced-traffic-coordination"
 log = logging.getLogger("switchyard.api")
@@ -45,7 +49,15 @@ def build_runtime(settings: Settings) -> ApiRuntime:
     sessions = make_session_factory(engine)
     snapshot = SnapshotCache(engine, sessions, poll_seconds=settings.snapshot_poll_seconds)
     snapshot.start()
-    return ApiRuntime(settings=settings, engine=engine, sessions=sessions, snapshot=snapshot)
+    decisions = DecisionWriter(sessions)
+    decisions.start()
+    return ApiRuntime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        snapshot=snapshot,
+        decisions=decisions,
+    )
 
 
 def create_app(settings: Settings | None = None, *, prepare: bool = True) -> FastAPI:
@@ -58,9 +70,13 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
             prepare_store(resolved)
         runtime = build_runtime(resolved)
         app.state.runtime = runtime
+        # Live events: app.state.events_hub also tells metrics its `clients` and `delivered`.
+        hub = app.state.events_hub = build_events_hub(runtime)
         try:
+            await hub.start()
             yield
         finally:
+            await hub.stop()
             runtime.close()
 
     app = FastAPI(
@@ -70,11 +86,15 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Before security: its middleware wraps this one, so request ids are set when it runs.
+    install_metrics(app, resolved)
     install_security(app, resolved)
+    instrument_app(app, resolved)
     for module in _route_modules():
         app.include_router(module.router, prefix=PREFIX)
     # Temporal's remote codec protocol: the UI is pointed at {api}/codec.
     app.include_router(codec.router)
+    app.include_router(dashboard.pages)
     return app
 
 
@@ -85,6 +105,7 @@ def _route_modules() -> list[ModuleType]:
         connections,
         coordination,
         emergency,
+        events,
         outcomes,
         providers,
         recovery,
@@ -100,4 +121,6 @@ def _route_modules() -> list[ModuleType]:
         outcomes,
         providers,
         audit,
+        events,
+        dashboard,
     ]

@@ -39,8 +39,11 @@ def decision_summary(body: bytes) -> dict[str, Any]:
         document = json.loads(body) if body else None
     except ValueError:
         return {}
-    if not isinstance(document, dict):
-        return {}
+    return document_summary(document) if isinstance(document, dict) else {}
+
+
+def document_summary(document: dict[str, Any]) -> dict[str, Any]:
+    """The decision fields of an answer's envelope, or its error code."""
     error = document.get("error")
     if isinstance(error, dict) and isinstance(error.get("code"), str):
         return {"error": error["code"]}
@@ -69,12 +72,17 @@ def _scalar(value: Any) -> bool:
 
 def audit_record(scope: Scope, status: int, body: bytes) -> AuditRecord:
     """The entry for one answered write request."""
+    return answer_record(scope, status, decision_summary(body))
+
+
+def answer_record(scope: Scope, status: int, summary: dict[str, Any]) -> AuditRecord:
+    """The entry for a write request answered with `status` and these decision fields."""
     state: MutableMapping[str, Any] = scope.get("state", {})
     principal = state.get("principal")
     route = scope.get("route")
     template = getattr(route, "path", None) or "(no route)"
     method = scope["method"]
-    detail: dict[str, Any] = {"method": method, **decision_summary(body)}
+    detail: dict[str, Any] = {"method": method, **summary}
     if isinstance(principal, Principal):
         subject, role = principal.subject, principal.primary_role
     else:
@@ -130,6 +138,16 @@ class AuditWriter:
                 for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
+
+
+def mark_audited(scope: Scope) -> None:
+    """The route wrote the request's entry itself, in its own transaction (see DecisionWriter)."""
+    scope.setdefault("state", {})["audited"] = True
+
+
+def is_audited(scope: Scope) -> bool:
+    """True when the route already wrote the request's entry."""
+    return bool(scope.get("state", {}).get("audited"))
 
 
 async def record_write(scope: Scope, status: int, body: bytes) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import random
 import secrets
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy.orm import Session
+from starlette.types import Scope
 
+from api.audit import answer_record, document_summary, mark_audited
 from api.errors import ApiError
 from api.runtime import ApiRuntime
 from api.schemas.coordination import (
@@ -31,20 +35,23 @@ from routing.types import (
     RoutingSnapshot,
 )
 from store.base import utcnow
-from store.coordinations import (
-    BudgetExhausted,
-    charge_budget,
-    coordination_row,
-    touch_error_stream,
-    touch_monitoring_session,
-)
-from store.db import transaction
-from store.events import publish
+from store.coordinations import coordination_values
+from store.decisions import BudgetCharge, Completed, DecisionDraft, Touches
+from store.events import EventDraft, event_draft
 
 
 def new_coordination_id(prefix: str, now: datetime) -> str:
-    """`{prefix}_{unix seconds}_{6 hex}` as in the contract's examples."""
-    return f"{prefix}_{int(now.timestamp())}_{secrets.token_hex(3)}"
+    """`{prefix}_{unix seconds}_{12 hex}`, the contract's shape.
+
+    48 random bits: at 500 decisions a second, two ids of one second collide about once in
+    10^9 seconds (6 hex digits, as in the examples, would collide every few minutes).
+    """
+    return f"{prefix}_{int(now.timestamp())}_{_ids.getrandbits(48):012x}"
+
+
+# Ids need uniqueness, not secrecy: a PRNG seeded from the OS once, not a syscall per id.
+_ids = random.Random(secrets.randbits(128))
+os.register_at_fork(after_in_child=lambda: _ids.seed(secrets.randbits(128)))
 
 
 def routing_request(body: CoordinationRequest) -> RoutingRequest:
@@ -104,10 +111,7 @@ def _ms(start: float, end: float) -> float:
 # A decision is retried when the store refuses what the snapshot allowed (stale budget figure,
 # an emergency that ended meanwhile); each retry works from the store's answer.
 ATTEMPTS = 3
-
-
-class EmergencyEnded(Exception):
-    """The snapshot's emergency could not be charged: it ended or its cap is spent."""
+ANSWER_MESSAGE = "Enhanced traffic coordination completed successfully"
 
 
 def _with_spent(snapshot: RoutingSnapshot, service: str, spent: float | None) -> RoutingSnapshot:
@@ -127,19 +131,33 @@ def _without_emergency(snapshot: RoutingSnapshot, service: str) -> RoutingSnapsh
     return replace(snapshot, emergencies=emergencies)
 
 
-def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> CoordinationResult:
-    """Decide, record decision + budget charge + stream touches in one transaction, answer."""
+async def execute_coordination(
+    runtime: ApiRuntime, body: CoordinationRequest, audit_scope: Scope | None = None
+) -> dict[str, Any]:
+    """Decide in-process, record through the group-commit writer, answer the `data` object.
+
+    The decision row, its budget charge, the stream and monitoring touches, its events and
+    (given the request's scope) its audit entry are committed together (store/decisions.py)
+    before this returns.
+    """
     started = time.perf_counter()
     now = utcnow()
     snapshot = runtime.snapshot.current
     require_service(snapshot, body.service_name)
     request = routing_request(body)
+    service = body.service_name
     agent = body.backend_agent_context
     requirements = body.coordination_requirements
     sync = bool(agent.error_stream_id) and (
         agent.require_backend_agent_sync or requirements.require_backend_agent_sync
     )
     monitoring = agent.require_real_time_monitoring or requirements.require_real_time_monitoring
+    touches = Touches(
+        stream_id=agent.error_stream_id if sync else None,
+        monitoring_session_id=(agent.monitoring_session_id or f"monitoring_{service}")
+        if monitoring
+        else None,
+    )
     coordination_id = new_coordination_id("coordination", now)
 
     for attempt in range(ATTEMPTS):
@@ -148,82 +166,109 @@ def execute_coordination(runtime: ApiRuntime, body: CoordinationRequest) -> Coor
             decision = decide(request, snapshot, now)
         except NoEligibleNode as exc:
             raise no_eligible_error(exc) from exc
-        routing_done = time.perf_counter()
-        try:
-            with transaction(runtime.sessions) as session:
-                emergency = snapshot.emergencies.get(body.service_name)
-                emergency_wf = (
-                    emergency.workflow_id if decision.emergency_applied and emergency else None
-                )
-                budget = snapshot.budgets.get(body.service_name)
-                if budget is not None:
-                    charge = charge_budget(
-                        session,
-                        service=body.service_name,
-                        amount=decision.estimated_cost,
-                        period=budget.period,
-                        limit=budget.limit,
-                        now=now,
-                        emergency_workflow_id=emergency_wf,
-                    )
-                    if emergency_wf is not None and charge.emergency_workflow_id is None:
-                        # The emergency ended or its cap is spent since the snapshot: this
-                        # decision may not use emergency-only nodes nor claim the emergency.
-                        raise EmergencyEnded(body.service_name)
-                backend_started = time.perf_counter()
-                if sync and agent.error_stream_id:
-                    touch_error_stream(
-                        session, stream_id=agent.error_stream_id, service=body.service_name, now=now
-                    )
-                if monitoring:
-                    touch_monitoring_session(
-                        session,
-                        session_id=agent.monitoring_session_id or f"monitoring_{body.service_name}",
-                        service=body.service_name,
-                        stream_id=agent.error_stream_id,
-                        now=now,
-                    )
-                backend_done = time.perf_counter()
-                result = _result(
-                    coordination_id,
-                    decision,
-                    sync,
-                    monitoring,
-                    PerformanceMetrics(
-                        total_coordination_time=0.0,
-                        routing_decision_time=_ms(routing_started, routing_done),
-                        backend_integration_time=_ms(backend_started, backend_done),
-                        optimization_time=0.0,
-                    ),
-                    predictive=requirements.require_predictive_analytics,
-                )
-                optimization_done = time.perf_counter()
-                metrics = result.performance_metrics.model_copy(
-                    update={
-                        "optimization_time": _ms(backend_done, optimization_done),
-                        "total_coordination_time": _ms(started, optimization_done),
-                    }
-                )
-                result = result.model_copy(update={"performance_metrics": metrics})
-                _record(session, body, decision, result, sync, emergency_wf, now)
-            break
-        except BudgetExhausted as exc:
-            if attempt == ATTEMPTS - 1:
-                raise ApiError(
-                    503, "budget_exhausted", exc.detail, {"serviceName": exc.service}
-                ) from exc
-            # The snapshot's budget figure was stale: decide again with the store's figure.
-            snapshot = _with_spent(snapshot, body.service_name, exc.spent)
-        except EmergencyEnded:
-            snapshot = _without_emergency(snapshot, body.service_name)
-    total = _ms(started, time.perf_counter())
-    return result.model_copy(
-        update={
-            "performance_metrics": result.performance_metrics.model_copy(
-                update={"total_coordination_time": total}
+        routing_ms = _ms(routing_started, time.perf_counter())
+        emergency = snapshot.emergencies.get(service)
+        emergency_wf = emergency.workflow_id if decision.emergency_applied and emergency else None
+        budget = snapshot.budgets.get(service)
+        answer = _Answer(
+            body,
+            coordination_id,
+            decision,
+            now,
+            emergency_wf,
+            sync,
+            monitoring,
+            routing_ms,
+            started,
+            audit_scope=audit_scope,
+        )
+        recorded = await runtime.decisions.record(
+            DecisionDraft(
+                coordination_id=coordination_id,
+                service=service,
+                amount=decision.estimated_cost,
+                at=now,
+                budget=BudgetCharge(budget.period, budget.limit) if budget else None,
+                emergency_workflow_id=emergency_wf,
+                touches=touches,
+                complete=answer.complete,
             )
-        }
-    )
+        )
+        refusal = recorded.refusal
+        if refusal is None:
+            if audit_scope is not None:
+                mark_audited(audit_scope)
+            return answer.final(_ms(started, time.perf_counter()))
+        if attempt == ATTEMPTS - 1:
+            raise ApiError(503, "budget_exhausted", refusal.detail, {"serviceName": service})
+        if refusal.kind == "emergency":
+            snapshot = _without_emergency(snapshot, service)
+        else:  # the snapshot's budget figure was stale: decide again with the store's figure
+            snapshot = _with_spent(snapshot, service, refusal.spent)
+    raise AssertionError("unreachable: the last attempt answers or raises")
+
+
+@dataclass
+class _Answer:
+    """Builds a decision's answer, its row and its events once the writer measured its batch."""
+
+    body: CoordinationRequest
+    coordination_id: str
+    decision: RoutingDecision
+    at: datetime
+    emergency_workflow_id: str | None
+    sync: bool
+    monitoring: bool
+    routing_ms: float
+    started: float  # perf_counter at the request's start
+    audit_scope: Scope | None = None  # the request, when its entry goes in the decision's batch
+    data: dict[str, Any] = field(default_factory=dict)  # the answer, set by complete()
+
+    def complete(self, integration_ms: float) -> Completed:
+        """The coordination row, events and audit entry; runs in the writer's transaction."""
+        optimization_started = time.perf_counter()
+        result = _result(
+            self.coordination_id,
+            self.decision,
+            self.sync,
+            self.monitoring,
+            PerformanceMetrics(
+                total_coordination_time=0.0,
+                routing_decision_time=self.routing_ms,
+                backend_integration_time=integration_ms,
+                optimization_time=0.0,
+            ),
+            predictive=self.body.coordination_requirements.require_predictive_analytics,
+        )
+        data = result.model_dump(mode="json", by_alias=True)
+        done = time.perf_counter()
+        metrics = data["performanceMetrics"]
+        metrics["optimizationTime"] = _ms(optimization_started, done)
+        metrics["totalCoordinationTime"] = _ms(self.started, done)
+        self.data = data
+        row = coordination_values(
+            self.decision,
+            coordination_id=self.coordination_id,
+            kind="standard",
+            service=self.body.service_name,
+            operation=self.body.operation,
+            response=data,
+            created_at=self.at,
+            request_id=self.body.routing_context.request_metadata.request_id,
+            backend_integrated=self.sync,
+            error_stream_id=self.body.backend_agent_context.error_stream_id if self.sync else None,
+            emergency_workflow_id=self.emergency_workflow_id,
+            coordination_ms=metrics["totalCoordinationTime"],
+        )
+        audit = None
+        if self.audit_scope is not None:
+            audit = answer_record(self.audit_scope, 200, document_summary({"data": data}))
+        return Completed(row, _events(self.body, self.decision, data, self.sync, self.at), audit)
+
+    def final(self, total_ms: float) -> dict[str, Any]:
+        """The answer's data, its total time measured up to the commit."""
+        metrics = {**self.data["performanceMetrics"], "totalCoordinationTime": total_ms}
+        return {**self.data, "performanceMetrics": metrics}
 
 
 def _result(
@@ -295,60 +340,43 @@ def _result(
     )
 
 
-def _record(
-    session: Session,
+def _events(
     body: CoordinationRequest,
     decision: RoutingDecision,
-    result: CoordinationResult,
+    data: dict[str, Any],
     sync: bool,
-    emergency_workflow_id: str | None,
-    now: datetime,
-) -> None:
-    session.add(
-        coordination_row(
-            decision,
-            coordination_id=result.coordination_id,
-            kind="standard",
-            service=body.service_name,
-            operation=body.operation,
-            response=result.model_dump(mode="json", by_alias=True),
-            created_at=now,
-            request_id=body.routing_context.request_metadata.request_id,
-            backend_integrated=sync,
-            error_stream_id=body.backend_agent_context.error_stream_id if sync else None,
-            emergency_workflow_id=emergency_workflow_id,
-            coordination_ms=result.performance_metrics.total_coordination_time,
-        )
-    )
-    publish(
-        session,
-        "enhanced_coordination_completed",
-        {
-            "coordinationId": result.coordination_id,
-            "serviceName": body.service_name,
-            "selectedProvider": decision.node.provider_name,
-            "coordinationTime": result.performance_metrics.total_coordination_time,
-            "confidenceScore": decision.confidence_score,
-            "backendIntegrated": sync,
-            "costSavings": decision.outcome.estimated_cost_savings,
-            "performanceGain": decision.outcome.estimated_performance_gain,
-        },
-        service=body.service_name,
-        coordination_id=result.coordination_id,
-        at=now,
-    )
-    if sync:
-        publish(
-            session,
-            "backend_agent_sync_completed",
+    at: datetime,
+) -> list[EventDraft]:
+    metrics = data["performanceMetrics"]
+    where = {"service": body.service_name, "coordination_id": data["coordinationId"], "at": at}
+    events = [
+        event_draft(
+            "enhanced_coordination_completed",
             {
-                "coordinationId": result.coordination_id,
-                "errorStreamId": body.backend_agent_context.error_stream_id,
-                "recoveryStrategyActivated": decision.recovery_override_applied,
-                "monitoringActive": result.backend_agent_integration.monitoring_active,
-                "syncTime": result.performance_metrics.backend_integration_time,
+                "coordinationId": data["coordinationId"],
+                "serviceName": body.service_name,
+                "selectedProvider": decision.node.provider_name,
+                "coordinationTime": metrics["totalCoordinationTime"],
+                "confidenceScore": decision.confidence_score,
+                "backendIntegrated": sync,
+                "costSavings": decision.outcome.estimated_cost_savings,
+                "performanceGain": decision.outcome.estimated_performance_gain,
             },
-            service=body.service_name,
-            coordination_id=result.coordination_id,
-            at=now,
+            **where,
         )
+    ]
+    if sync:
+        events.append(
+            event_draft(
+                "backend_agent_sync_completed",
+                {
+                    "coordinationId": data["coordinationId"],
+                    "errorStreamId": body.backend_agent_context.error_stream_id,
+                    "recoveryStrategyActivated": decision.recovery_override_applied,
+                    "monitoringActive": data["backendAgentIntegration"]["monitoringActive"],
+                    "syncTime": metrics["backendIntegrationTime"],
+                },
+                **where,
+            )
+        )
+    return events

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
+from api.decision_writer import DecisionWriter
 from api.snapshot import SnapshotCache
 from switchyard.settings import Settings
 
@@ -24,6 +25,7 @@ class ApiRuntime:
     engine: Engine
     sessions: sessionmaker[Session]
     snapshot: SnapshotCache
+    decisions: DecisionWriter
     _temporal: Client | None = None
     _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -40,5 +42,6 @@ class ApiRuntime:
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        self.decisions.stop()
         self.snapshot.stop()
         self.engine.dispose()

@@ -24,7 +24,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.audit import WRITE_METHODS, AuditWriter, record_write
+from api.audit import WRITE_METHODS, AuditWriter, is_audited, record_write
 from api.auth import TokenVerifier
 from api.errors import document_error_responses, error_response
 from api.ratelimit import RateLimiter
@@ -147,14 +147,14 @@ class _Exchange:
         assert self.start is not None
         start, body = self.start, b"".join(self.body)
         self.start = None
-        if not await self.record(start["status"], body):
+        if not await self.record(start["status"], body) and not _store_down(start, body):
             start, body = self._audit_unavailable()
         await self.send_downstream(start)
         await self.send_downstream({"type": "http.response.body", "body": body})
 
     async def record(self, status: int, body: bytes) -> bool:
         """Append the audit entry once; False when it could not be written."""
-        if self.audited:
+        if self.audited or is_audited(self.scope):
             return True
         self.audited = True
         try:
@@ -178,6 +178,15 @@ class _Exchange:
             "headers": response.raw_headers,
         }
         return start, bytes(response.body)
+
+
+def _store_down(start: Message, body: bytes) -> bool:
+    """The answer already says the database is down: nothing took effect, and it says so.
+
+    Its entry cannot be written either, but replacing it with `audit_unavailable` ("the
+    request may have taken effect") would mislead.
+    """
+    return start["status"] == 503 and b'"code":"database_unavailable"' in body
 
 
 class SecurityMiddleware:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.base import utcnow
@@ -99,31 +99,37 @@ def _clipped(record: AuditRecord) -> dict[str, str]:
     return {name: str(getattr(record, name))[:limit] for name, limit in _FIELD_LIMITS.items()}
 
 
+_insert_entries = insert(AuditEntry).returning(AuditEntry.id, sort_by_parameter_order=True)
+
+
 def append(
     session: Session, records: list[AuditRecord], at: datetime | None = None
 ) -> list[AuditEntry]:
-    """Append entries in the session's transaction, in order, chained to the current head."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK_ID})
-    head = session.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
+    """Append entries in the session's transaction, in order, chained to the current head.
+
+    One multi-row INSERT whatever the batch size (this runs in every decision batch); the
+    returned entries are detached copies carrying their ids.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK_ID})
+    head = connection.execute(
+        select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+    ).scalar()
     prev_hash = head or GENESIS
-    entries = []
+    rows = []
     for record in records:
         # JSON round trip: the hash must cover exactly what the database gives back.
         detail = json.loads(json.dumps(record.detail, default=str))
-        entry = AuditEntry(
-            at=at or utcnow(), detail=detail, prev_hash=prev_hash, hash="", **_clipped(record)
-        )
-        entry.hash = entry_hash(hashed_fields(entry), prev_hash)
-        prev_hash = entry.hash
-        entries.append(entry)
-    session.add_all(entries)
-    # One multi-row INSERT; SQLAlchemy orders it by parameter set, so ids follow the chain.
-    session.flush()
-    ids = [entry.id for entry in entries]
+        row = {"at": at or utcnow(), "detail": detail, **_clipped(record), "prev_hash": prev_hash}
+        row["hash"] = prev_hash = entry_hash(hashed_fields(AuditEntry(**row)), row["prev_hash"])
+        rows.append(row)
+    if not rows:
+        return []
+    ids = list(connection.execute(_insert_entries, rows).scalars())
     if ids != sorted(ids):
         raise RuntimeError("audit entries were numbered out of chain order")
-    return entries
+    return [AuditEntry(id=entry_id, **row) for entry_id, row in zip(ids, rows, strict=True)]
 
 
 def append_entries(sessions: sessionmaker[Session], records: list[AuditRecord]) -> list[AuditEntry]:

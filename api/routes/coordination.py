@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
 
-from api.coordinator import execute_coordination
-from api.deps import Operator, RuntimeDep
+from fastapi import APIRouter, Request, Response
+
+from api import metrics
+from api.coordinator import ANSWER_MESSAGE, execute_coordination
+from api.deps import Operator
+from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
 from api.schemas.coordination import CoordinationRequest, CoordinationResult
 
@@ -23,9 +27,13 @@ router = APIRouter(tags=["coordination"])
         503: {"model": ErrorEnvelope},
     },
 )
-def post_execute_coordination(
-    body: CoordinationRequest, runtime: RuntimeDep, _: Operator
-) -> Envelope[CoordinationResult]:
+async def post_execute_coordination(
+    body: CoordinationRequest, _: Operator, request: Request
+) -> Response:
     """Pick a provider node for one request, record the decision and its spend, explain it."""
-    result = execute_coordination(runtime, body)
-    return Envelope(message="Enhanced traffic coordination completed successfully", data=result)
+    runtime: ApiRuntime = request.app.state.runtime  # not a dependency: the hot path's cost
+    data = await execute_coordination(runtime, body, audit_scope=request.scope)
+    # Already in wire form (built from CoordinationResult): encoded once, not re-validated.
+    envelope = {"success": True, "message": ANSWER_MESSAGE, "data": data}
+    metrics.observe_decision(body.service_name, data)
+    return Response(json.dumps(envelope, separators=(",", ":")), media_type="application/json")

@@ -14,11 +14,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from test_api_coordination_seed import SEED_REQUEST, URL
 
-import api.coordinator
+import api.decision_writer
 from api.auth import Role
 from store.base import utcnow
-from store.coordinations import BudgetExhausted
 from store.db import transaction
+from store.decisions import DecisionDraft, Recorded, Refusal
 from store.models import BudgetSpend, Coordination, Emergency, Event, ProviderService
 
 Auth = Callable[..., dict[str, str]]
@@ -216,10 +216,11 @@ def test_a_charge_refused_twice_is_503_not_500(
         )
     api_client.app.state.runtime.snapshot.refresh()  # type: ignore[attr-defined]
 
-    def refuse(*_: Any, **kwargs: Any) -> None:
-        raise BudgetExhausted(kwargs["service"], "daily budget of 5000 for 'stripe' is spent")
+    def refuse(_: Any, drafts: list[DecisionDraft]) -> list[Recorded]:
+        detail = "daily budget of 5000 for 'stripe' is spent"
+        return [Recorded(Refusal("budget", detail, 5000.0)) for _ in drafts]
 
-    monkeypatch.setattr(api.coordinator, "charge_budget", refuse)
+    monkeypatch.setattr(api.decision_writer, "record_decisions", refuse)
     response = api_client.post(URL, json=SEED_REQUEST, headers=auth(Role.operator))
     assert response.status_code == 503, response.text
     error = response.json()["error"]

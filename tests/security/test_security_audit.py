@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from security_support import BASE
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -24,12 +25,13 @@ from store.audit import (
     hashed_fields,
     verify_chain,
 )
-from store.models import AuditEntry
+from store.models import AuditEntry, BudgetSpend, Coordination
 from switchyard import settings as settings_module
 from switchyard.cli import app as cli
 
 Auth = Callable[..., dict[str, str]]
 COORDINATE = f"{BASE}/execute-coordination"
+OUTCOMES = f"{BASE}/outcomes"
 REQUEST = {"serviceName": "stripe", "operation": "payment_processing"}
 
 
@@ -231,9 +233,50 @@ def test_an_unwritable_audit_log_answers_503_not_unaudited(
 
     monkeypatch.setattr("api.audit.append_entries", refuse)
     headers = {**auth(Role.operator), "X-Request-ID": "lost-1"}
-    response = api_client.post(COORDINATE, json=REQUEST, headers=headers)
+    report = {"nodeId": "stripe_primary_us_east", "success": True, "latencyMs": 120.0}
+    response = api_client.post(OUTCOMES, json={"outcomes": [report]}, headers=headers)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "audit_unavailable"
     assert "lost-1" in response.json()["error"]["message"]
     assert response.headers["X-Request-ID"] == "lost-1"
     assert "audit database gone" not in response.text
+
+
+def test_a_decision_whose_entry_cannot_be_written_is_not_recorded(
+    api_client: TestClient,
+    auth: Auth,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A decision's entry goes in the decision's own transaction: no entry, no decision.
+    def refuse(*_: object) -> None:
+        raise OperationalError("INSERT INTO audit_log", {}, Exception("audit database gone"))
+
+    monkeypatch.setattr("store.decisions.append_audit", refuse)
+    response = api_client.post(COORDINATE, json=REQUEST, headers=auth(Role.operator))
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert "audit database gone" not in response.text
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Coordination)) == 0
+        assert session.scalar(select(func.coalesce(func.sum(BudgetSpend.spent), 0.0))) == 0.0
+        # The refusal itself is audited, by the middleware, like any other answer.
+        entry = session.scalars(select(AuditEntry)).one()
+    assert (entry.outcome, entry.detail.get("error")) == ("503", "database_unavailable")
+
+
+def test_a_database_outage_answer_is_not_replaced_by_audit_unavailable(
+    api_client: TestClient, auth: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store is down: the decision is refused (nothing took effect) and its refusal
+    # cannot be audited either; the caller must hear "database unavailable", not "the request
+    # may have taken effect".
+    def down(*_: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr("store.decisions.append_audit", down)
+    monkeypatch.setattr("api.audit.append_entries", down)
+    response = api_client.post(COORDINATE, json=REQUEST, headers=auth(Role.operator))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "2"

@@ -1,0 +1,249 @@
+"""Group commit of decisions: a batch books, refuses and touches exactly as one-by-one would."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.coordinator import routing_request
+from api.decision_writer import DecisionWriter
+from api.schemas.coordination import CoordinationRequest
+from routing.decide import decide
+from routing.types import BudgetPeriod, RoutingSnapshot
+from store.base import utcnow
+from store.coordinations import coordination_values
+from store.db import transaction
+from store.decisions import (
+    BudgetCharge,
+    Completed,
+    DecisionDraft,
+    Touches,
+    record_decisions,
+)
+from store.events import event_draft
+from store.models import (
+    BudgetSpend,
+    Coordination,
+    Emergency,
+    ErrorStream,
+    Event,
+    MonitoringSession,
+)
+from store.snapshot import load_snapshot
+
+LIMIT = 0.10
+STRIPE = CoordinationRequest.model_validate(
+    {"serviceName": "stripe", "operation": "payment_processing"}
+)
+
+
+def draft(
+    snapshot: RoutingSnapshot,
+    n: int,
+    *,
+    amount: float = 0.029,
+    limit: float = LIMIT,
+    stream: str | None = None,
+    monitoring: str | None = None,
+    emergency: str | None = None,
+    fail: bool = False,
+) -> DecisionDraft:
+    """A stripe decision of `amount` whose completion writes a row and one event."""
+    now = utcnow()
+    decision = decide(routing_request(STRIPE), snapshot, now)
+    coordination_id = f"coordination_{n}"
+
+    def complete(integration_ms: float) -> Completed:
+        if fail:
+            raise ValueError("this decision cannot be written")
+        row = coordination_values(
+            decision,
+            coordination_id=coordination_id,
+            kind="standard",
+            service="stripe",
+            operation="payment_processing",
+            response={"integrationMs": integration_ms},
+            created_at=now,
+            request_id=None,
+            backend_integrated=stream is not None,
+            error_stream_id=stream,
+            emergency_workflow_id=emergency,
+            coordination_ms=1.0,
+        )
+        event = event_draft(
+            "enhanced_coordination_completed",
+            {"coordinationId": coordination_id},
+            service="stripe",
+            coordination_id=coordination_id,
+        )
+        return Completed(row | {"estimated_cost": amount}, [event])
+
+    return DecisionDraft(
+        coordination_id=coordination_id,
+        service="stripe",
+        amount=amount,
+        at=now,
+        budget=BudgetCharge(BudgetPeriod.daily, limit),
+        emergency_workflow_id=emergency,
+        touches=Touches(stream_id=stream, monitoring_session_id=monitoring),
+        complete=complete,
+    )
+
+
+@pytest.fixture
+def snapshot(clean_store: Engine, sessions: sessionmaker[Session]) -> RoutingSnapshot:
+    """The default catalog as the API would see it."""
+    with sessions() as session:
+        return load_snapshot(session, utcnow(), version=1)
+
+
+def spend(sessions: sessionmaker[Session]) -> tuple[float, int]:
+    with sessions() as session:
+        row = session.execute(select(BudgetSpend.spent, BudgetSpend.decisions)).one()
+        return float(row.spent), int(row.decisions)
+
+
+def count(sessions: sessionmaker[Session], model: type[Any]) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_a_batch_over_the_budget_books_in_arrival_order(
+    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+) -> None:
+    # 0.03 each against 0.10: the first three fit, the fourth and fifth are refused.
+    drafts = [draft(snapshot, n, amount=0.03) for n in range(5)]
+    with transaction(sessions) as session:
+        results = record_decisions(session, drafts)
+
+    assert [r.refusal is None for r in results] == [True, True, True, False, False]
+    refused = results[3].refusal
+    assert refused is not None and refused.kind == "budget"
+    assert refused.spent == pytest.approx(0.09)
+    assert "daily budget of 0.1 for 'stripe' is spent" in refused.detail
+    assert spend(sessions) == (pytest.approx(0.09), 3)
+    with sessions() as session:
+        ids = set(session.scalars(select(Coordination.coordination_id)))
+        events = set(session.scalars(select(Event.coordination_id)))
+    assert ids == events == {"coordination_0", "coordination_1", "coordination_2"}
+
+
+def test_a_batch_that_fits_is_booked_whole_on_an_existing_row(
+    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+) -> None:
+    for first in range(0, 6, 3):  # the second batch finds the period's row already there
+        with transaction(sessions) as session:
+            batch = [draft(snapshot, first + n, amount=0.01) for n in range(3)]
+            assert all(r.refusal is None for r in record_decisions(session, batch))
+    assert spend(sessions) == (pytest.approx(0.06), 6)
+    assert count(sessions, Coordination) == 6
+
+
+def test_streams_and_monitoring_sessions_count_every_touch_of_a_batch(
+    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+) -> None:
+    drafts = [
+        draft(snapshot, 0, amount=0.0, stream="s1", monitoring="m1"),
+        draft(snapshot, 1, amount=0.0, stream="s1", monitoring="m1"),
+        draft(snapshot, 2, amount=0.0, stream="s2"),
+    ]
+    with transaction(sessions) as session:
+        record_decisions(session, drafts)
+    with transaction(sessions) as session:
+        record_decisions(session, [draft(snapshot, 3, amount=0.0, stream="s1")])
+
+    with sessions() as session:
+        streams = {s.stream_id: s.sync_count for s in session.scalars(select(ErrorStream))}
+        monitoring = session.scalars(select(MonitoringSession)).one()
+    assert streams == {"s1": 3, "s2": 1}
+    assert (monitoring.session_id, monitoring.touches, monitoring.active) == ("m1", 2, True)
+
+
+def test_an_emergency_books_up_to_its_cap_and_an_ended_one_refuses(
+    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+) -> None:
+    now = utcnow()
+    with transaction(sessions) as session:
+        for service, status in (("stripe", "active"), ("maps", "ended")):
+            session.add(
+                Emergency(
+                    coordination_id=f"emergency_{service}",
+                    workflow_id=f"emergency:{service}",
+                    service=service,
+                    emergency_reason="r",
+                    business_justification="j",
+                    max_budget_override=0.05,
+                    status=status,
+                    deadline=now + timedelta(minutes=30),
+                )
+            )
+    drafts = [draft(snapshot, n, amount=0.02, emergency="emergency:stripe") for n in range(3)]
+    drafts.append(draft(snapshot, 3, amount=0.01, emergency="emergency:maps"))
+    with transaction(sessions) as session:
+        results = record_decisions(session, drafts)
+
+    kinds = [r.refusal.kind if r.refusal else None for r in results]
+    assert kinds == [None, None, "emergency", "emergency"]
+    assert results[2].refusal and "cap of 0.05 is spent" in results[2].refusal.detail
+    assert results[3].refusal and "has ended" in results[3].refusal.detail
+    with sessions() as session:
+        assert session.scalar(
+            select(Emergency.spent).where(Emergency.workflow_id == "emergency:stripe")
+        ) == pytest.approx(0.04)
+        # Emergency decisions are charged to the emergency, not to the service's budget.
+        assert session.scalar(select(func.count()).select_from(BudgetSpend)) == 0
+
+
+async def test_the_writer_batches_concurrent_decisions(
+    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+) -> None:
+    writer = DecisionWriter(sessions)
+    writer.start()
+    try:
+        drafts = [draft(snapshot, n, amount=0.001, limit=1000.0) for n in range(60)]
+        results = await asyncio.gather(*(writer.record(d) for d in drafts))
+    finally:
+        writer.stop()
+    assert all(r.refusal is None for r in results)
+    assert count(sessions, Coordination) == 60
+    assert writer.decisions == 60
+    assert writer.batches < 60  # decisions that arrive together share a transaction
+
+
+async def test_one_bad_decision_does_not_fail_its_batch(
+    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+) -> None:
+    writer = DecisionWriter(sessions)
+    writer.start()
+    try:
+        drafts = [draft(snapshot, n, amount=0.01, fail=n == 2) for n in range(5)]
+        results = await asyncio.gather(*(writer.record(d) for d in drafts), return_exceptions=True)
+    finally:
+        writer.stop()
+    assert [isinstance(r, ValueError) for r in results] == [False, False, True, False, False]
+    assert count(sessions, Coordination) == 4
+    assert spend(sessions) == (pytest.approx(0.04), 4)
+
+
+async def test_two_writers_on_one_budget_never_overspend(
+    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+) -> None:
+    # Two API replicas: two writers charging the same row, each deciding on its own.
+    writers = [DecisionWriter(sessions), DecisionWriter(sessions)]
+    for writer in writers:
+        writer.start()
+    try:
+        drafts = [draft(snapshot, n, amount=0.003) for n in range(80)]
+        results = await asyncio.gather(*(writers[n % 2].record(d) for n, d in enumerate(drafts)))
+    finally:
+        for writer in writers:
+            writer.stop()
+    booked = sum(1 for r in results if r.refusal is None)
+    spent, decisions = spend(sessions)
+    assert booked == decisions == count(sessions, Coordination) == 33  # floor(0.10 / 0.003)
+    assert spent == pytest.approx(booked * 0.003) and spent <= LIMIT
