@@ -72,6 +72,9 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
 )
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
+# Verified tokens remembered per process: how many, and for how long at most.
+CACHE_SIZE = 10_000
+CACHE_SECONDS = 300.0
 
 
 def _pinned_algorithm(settings: Settings) -> str:
@@ -90,6 +93,7 @@ class TokenVerifier:
         self.algorithm = _pinned_algorithm(settings)
         self._key: Any = None
         self._jwks: jwt.PyJWKSet | None = None
+        self._verified: dict[str, tuple[Principal, float]] = {}
         if self.algorithm in HMAC_ALGORITHMS:
             if not settings.jwt_secret:
                 raise AuthConfigError(f"{self.algorithm} needs SWITCHYARD_JWT_SECRET")
@@ -124,7 +128,21 @@ class TokenVerifier:
         raise AuthError(f"token key id {kid!r} is not in the JWKS")
 
     def verify(self, token: str) -> Principal:
-        """The principal of a valid token; AuthError naming what is wrong otherwise."""
+        """The principal of a valid token; AuthError naming what is wrong otherwise.
+
+        A token that verified is remembered until it expires (at most CACHE_SECONDS), so a
+        client sending the same token on every request pays for the signature check once.
+        """
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[1] > time.time():
+            return remembered[0]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, min(expires, time.time() + CACHE_SECONDS))
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         settings = self.settings
         try:
             claims = jwt.decode(
@@ -153,7 +171,7 @@ class TokenVerifier:
         if not isinstance(raw_roles, list):
             raise AuthError("token 'roles' claim must be a list")
         roles = frozenset(Role(r) for r in raw_roles if r in Role.__members__)
-        return Principal(subject=str(claims["sub"]), roles=roles)
+        return Principal(subject=str(claims["sub"]), roles=roles), float(claims["exp"])
 
 
 def issue_token(settings: Settings, *, subject: str, roles: list[Role], ttl: int) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -19,10 +20,12 @@ if TYPE_CHECKING:
 
 _bearer = HTTPBearer(auto_error=False)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-CheckT = TypeVar("CheckT", bound=Callable[..., Principal])
+# A permission check: a dependency answering the principal (async, or sync when hand-written).
+Check = Callable[..., Any]
+CheckT = TypeVar("CheckT", bound=Check)
 
 
-def get_runtime(request: Request) -> ApiRuntime:
+async def get_runtime(request: Request) -> ApiRuntime:
     """The process's runtime, set by the lifespan."""
     runtime: ApiRuntime = request.app.state.runtime
     return runtime
@@ -62,7 +65,15 @@ def get_security(request: Request) -> SecurityContext:
     return security
 
 
-def get_principal(request: Request, credentials: BearerDep) -> Principal:
+async def get_principal(request: Request, credentials: BearerDep) -> Principal:
+    """The caller from the bearer token, or 401 with the reason.
+
+    Dependencies here are async on purpose: a sync one costs a hop to the thread pool.
+    """
+    return principal_of(request, credentials)
+
+
+def principal_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     """The caller from the bearer token, or 401 with the reason."""
     if credentials is None or not credentials.credentials:
         raise ApiError(
@@ -87,10 +98,16 @@ def get_principal(request: Request, credentials: BearerDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def enforce_rate_limit(request: Request, principal: Principal) -> None:
+async def enforce_rate_limit(
+    request: Request, principal: Principal, route_class: str | None = None
+) -> None:
     """Count the request against the principal's limit; 429 with Retry-After when spent."""
     limiter = get_security(request).limiter
-    state = limiter.hit(principal.subject, request.method)
+    hit = (principal.subject, request.method, route_class)
+    if limiter.blocking:  # a network round trip (Redis): off the event loop
+        state = await asyncio.to_thread(limiter.hit, *hit)
+    else:
+        state = limiter.hit(*hit)
     if state is None:
         return
     request.state.rate_limit_headers = state.headers()
@@ -107,15 +124,24 @@ def enforce_rate_limit(request: Request, principal: Principal) -> None:
 
 # Each permission check and what it requires: the auth matrix test reads every route's
 # permission from here, so a new route is covered without being listed anywhere.
-_REQUIRED: dict[Callable[..., Principal], Permission] = {}
+_REQUIRED: dict[Check, Permission] = {}
 
 
-def require(permission: Permission) -> Callable[..., Principal]:
-    """A dependency that lets only principals holding `permission` through (else 403)."""
+def require(
+    permission: Permission, route_class: str | None = None
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets only principals holding `permission` through (else 403).
 
-    def check(request: Request, principal: PrincipalDep) -> Principal:
+    Requests count against the principal's rate limit of `route_class` (by default read or
+    write, from the method).
+    """
+
+    async def check(request: Request, credentials: BearerDep) -> Principal:
+        # The token is read here rather than through PrincipalDep: each dependency level costs
+        # FastAPI tens of microseconds per request, and this runs on every call.
+        principal = principal_of(request, credentials)
         # Counted before the role check, so probing with the wrong role is limited too.
-        enforce_rate_limit(request, principal)
+        await enforce_rate_limit(request, principal, route_class)
         if not principal.can(permission):
             roles = ", ".join(sorted(r.value for r in principal.roles)) or "none"
             raise ApiError(
@@ -146,5 +172,6 @@ def required_permission(call: Callable[..., Any]) -> Permission | None:
 
 Reader = Annotated[Principal, Depends(require(Permission.read))]
 Operator = Annotated[Principal, Depends(require(Permission.operate))]
+Reporter = Annotated[Principal, Depends(require(Permission.operate, "ingest"))]
 Commander = Annotated[Principal, Depends(require(Permission.command))]
 Admin = Annotated[Principal, Depends(require(Permission.administer))]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.api.common.v1 import Payload
 
 from api.auth import Permission, Principal, Role
-from api.deps import BearerDep, Operator, get_principal, get_security, require, requires
+from api.deps import BearerDep, Operator, get_security, require, requires
 from api.errors import ApiError
 from api.schemas.common import ErrorEnvelope
 from api.security import ui_origins
@@ -93,13 +93,13 @@ def _from_local_ui(request: Request) -> bool:
 
 
 @requires(Permission.read)
-def codec_reader(request: Request, credentials: BearerDep) -> Principal:
+async def codec_reader(request: Request, credentials: BearerDep) -> Principal:
     """A viewer's token, or (development only) the local Temporal UI without one."""
     if credentials is None and _from_local_ui(request):
         principal = Principal(subject="temporal-ui (development)", roles=frozenset({Role.viewer}))
         request.state.principal = principal
         return principal
-    return _read(request, get_principal(request, credentials))
+    return await _read(request, credentials)
 
 
 def _codec(request: Request) -> EncryptionCodec:
