@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import STRATEGIES
 
 from switchyard.settings import Settings
@@ -22,6 +22,28 @@ log = logging.getLogger("switchyard.api")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _STORAGE_TIMEOUT_SECONDS = 0.5
 _WARN_EVERY_SECONDS = 30.0
+
+
+class SweepingMemoryStorage(MemoryStorage):
+    """`limits`' memory storage without a timer thread per burst of requests.
+
+    The stock storage starts a `threading.Timer` (a new thread) whenever its previous one has
+    finished, up to a hundred a second under load, only to drop expired counters; counters are
+    expired on read anyway (MemoryStorage.get). Here the sweep runs inline at most once per
+    SWEEP_SECONDS. The override replaces the name-mangled private hook of limits 5.
+    """
+
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self, uri: str | None = None) -> None:
+        super().__init__(uri)
+        self._swept = time.monotonic()
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now - self._swept >= self.SWEEP_SECONDS:
+            self._swept = now
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +80,8 @@ class RateLimiter:
         self.items: dict[str, RateLimitItem] = {
             "read": parse(settings.rate_limit_read),
             "write": parse(settings.rate_limit_write),
+            # Outcome reports stream in all day from every caller: their own, larger budget.
+            "ingest": parse(settings.rate_limit_ingest),
         }
         strategy = STRATEGIES.get(settings.rate_limit_strategy)
         if strategy is None:
@@ -73,7 +97,12 @@ class RateLimiter:
             if uri.startswith(("redis://", "rediss://"))
             else {}
         )
-        self.storage = storage_from_string(uri, **options)
+        self.storage = (
+            SweepingMemoryStorage(uri)
+            if uri.startswith("memory://")
+            else storage_from_string(uri, **options)
+        )
+        self.blocking = not uri.startswith("memory://")  # a network storage
         self.strategy = strategy(self.storage)
         self._warned_at = 0.0
 
@@ -82,11 +111,13 @@ class RateLimiter:
         """read for GET/HEAD, write for everything else."""
         return "read" if method.upper() in READ_METHODS else "write"
 
-    def hit(self, subject: str, method: str) -> RateLimitState | None:
-        """Count one request; None when limits are off or the storage is unreachable."""
+    def hit(
+        self, subject: str, method: str, route_class: str | None = None
+    ) -> RateLimitState | None:
+        """Count one request in its class (by method unless given); None when not limiting."""
         if not self.enabled:
             return None
-        route_class = self.route_class(method)
+        route_class = route_class or self.route_class(method)
         item = self.items[route_class]
         try:
             allowed = self.strategy.hit(item, "switchyard", route_class, subject)

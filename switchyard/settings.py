@@ -8,7 +8,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,7 +110,37 @@ class Settings(BaseSettings):
     )
     rate_limit_write: str = Field(default="600/minute", description="Per principal, non-GET.")
     rate_limit_read: str = Field(default="1200/minute", description="Per principal, GET.")
+    rate_limit_ingest: str = Field(
+        default="12000/minute",
+        description="Per principal, POST outcomes: 200 batches/s, 20,000 outcomes/s in 100s.",
+    )
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Operations: logs, metrics, traces, shutdown (docs/OPERATIONS.md).
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="One JSON object a line, or `console` for people."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = Field(default=True, description="One log line per HTTP request.")
+    metrics_require_token: bool = Field(
+        default=False, description="GET /metrics needs a viewer token (scrapers send one)."
+    )
+    worker_metrics_address: str = Field(
+        default="",
+        description="host:port where the worker serves the Temporal SDK's Prometheus metrics; "
+        "empty turns them off.",
+    )
+    otlp_endpoint: str = Field(
+        default="",
+        description="OTLP/HTTP collector, e.g. http://otel-collector:4318; empty turns "
+        "tracing off.",
+    )
+    shutdown_grace_seconds: int = Field(
+        default=10,
+        ge=1,
+        description="On SIGTERM: how long the API drains requests and the worker lets "
+        "running activities finish.",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Header, Response
 from sqlalchemy.orm import Session
 
 from activities.ledger import apply_once
-from api.deps import Operator, RuntimeDep
+from api import metrics
+from api.deps import Reporter, RuntimeDep
 from api.errors import ApiError
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
@@ -82,6 +83,7 @@ def _utc(at: datetime) -> datetime:
 
 
 def _result(ingested: IngestResult) -> OutcomeBatchResult:
+    metrics.outcomes_ingested(ingested.accepted, ingested.failed)
     return OutcomeBatchResult(
         accepted=ingested.accepted,
         failed=ingested.failed,
@@ -125,7 +127,7 @@ def _fingerprint(body: OutcomeBatch) -> str:
 def post_outcomes(
     body: OutcomeBatch,
     runtime: RuntimeDep,
-    principal: Operator,
+    principal: Reporter,
     response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Envelope[OutcomeBatchResult]:

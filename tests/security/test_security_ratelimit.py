@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from sqlalchemy import Engine
 
 from api.app import create_app
 from api.auth import Role
+from api.ratelimit import RateLimiter
 from switchyard.settings import Settings
 
 Token = Callable[..., str]
@@ -62,6 +65,27 @@ def test_a_spent_write_limit_answers_429_with_the_headers(
         for _ in range(8):
             health = api.get(f"{BASE}/health")
             assert health.status_code == 200 and "X-RateLimit-Limit" not in health.headers
+
+
+def test_outcome_reports_have_their_own_larger_budget(
+    clean_store: Engine, make_settings: Callable[..., Settings], token: Token
+) -> None:
+    # A caller reporting outcomes all day must not spend the budget its decisions need.
+    report = {"outcomes": [{"nodeId": "stripe_primary_us_east", "success": True, "latencyMs": 90}]}
+    with _api(make_settings, rate_limit_write="2/minute", rate_limit_ingest="4/minute") as api:
+        dave = _as(token, "dave")
+        for expected in (3, 2, 1, 0):
+            ok = api.post(f"{BASE}/outcomes", json=report, headers=dave)
+            assert ok.status_code == 202, ok.text
+            assert ok.headers["X-RateLimit-Limit"] == "4"
+            assert ok.headers["X-RateLimit-Remaining"] == str(expected)
+        refused = api.post(f"{BASE}/outcomes", json=report, headers=dave)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["details"]["routeClass"] == "ingest"
+        # The write budget is untouched by the reports.
+        decision = api.post(WRITE, json=REQUEST, headers=dave)
+        assert decision.status_code == 200
+        assert decision.headers["X-RateLimit-Remaining"] == "1"
 
 
 def test_limits_can_be_turned_off(
@@ -117,3 +141,38 @@ def test_an_unreachable_limit_store_lets_requests_through(
         response = api.post(WRITE, json=REQUEST, headers=_as(token, "dave"))
     assert response.status_code == 200
     assert "X-RateLimit-Limit" not in response.headers
+
+
+def test_the_memory_limiter_starts_no_thread_per_request(
+    clean_store: Engine,
+    make_settings: Callable[..., Settings],
+    token: Token,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # limits' stock memory storage starts a Timer thread per burst; ours sweeps inline.
+    timers: list[threading.Timer] = []
+    start = threading.Timer.start
+
+    def counted(timer: threading.Timer) -> None:
+        timers.append(timer)
+        start(timer)
+
+    monkeypatch.setattr(threading.Timer, "start", counted)
+    with _api(make_settings, rate_limit_write="1000/minute") as api:
+        headers = _as(token, "erin")
+        created = len(timers)  # the storage's first timer, at start-up
+        for _ in range(10):
+            assert api.post(WRITE, json=REQUEST, headers=headers).status_code == 200
+            time.sleep(0.02)  # longer than the stock storage's 10 ms timer
+        assert len(timers) == created
+
+
+def test_the_memory_limiter_forgets_spent_windows(make_settings: Callable[..., Settings]) -> None:
+    limiter = RateLimiter(make_settings(rate_limit_write="2/second"))
+    assert limiter.hit("frank", "POST").remaining == 1  # type: ignore[union-attr]
+    assert limiter.hit("frank", "POST").remaining == 0  # type: ignore[union-attr]
+    assert limiter.hit("frank", "POST").exceeded  # type: ignore[union-attr]
+    time.sleep(1.1)
+    state = limiter.hit("frank", "POST")
+    assert state is not None and not state.exceeded and state.remaining == 1
+    assert len(limiter.storage.storage) == 1  # type: ignore[attr-defined]
