@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install clean bench fuzz
+.PHONY: run test lint typecheck pytest install clean bench fuzz test-faults browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy .
 
+# The long fault-injection tests run in `make test-faults` only.
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not faults_long"
 
-test: lint typecheck pytest
+test: lint typecheck browser pytest
+
+# The dashboard's browser test (tests/browser) drives Debian's chromium: installed when missing
+# (as root); without it that one test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium could not be installed: the browser test will be skipped"
 
 bench: install
 	$(BIN)/python -m bench.bench_decide
@@ -39,6 +47,14 @@ bench: install
 FUZZ_EXAMPLES ?= 300
 fuzz: install
 	SWITCHYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/security/test_security_openapi_fuzz.py
+
+# Every fault-injection test (docs/RELIABILITY.md); the database outages need
+# SWITCHYARD_DATABASE_URL (PostgreSQL). Figures land in test-output/faults/.
+FAULTS_REPORT ?= test-output/faults
+test-faults: install
+	rm -rf $(FAULTS_REPORT)
+	SWITCHYARD_FAULTS_REPORT_DIR=$(FAULTS_REPORT) $(BIN)/pytest -q -m faults tests/faults
+	$(BIN)/python tests/faults/fault_report.py $(FAULTS_REPORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
 from typing import Annotated
 
 import typer
@@ -24,10 +24,10 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _logging(settings: Settings) -> None:
+    from switchyard.logs import configure_logging
+
+    configure_logging(settings)
 
 
 @app.command()
@@ -41,13 +41,17 @@ def api(
     from api.app import create_app
 
     settings = _settings()
-    _logging()
+    _logging(settings)
     uvicorn.run(
         create_app(settings),
         host=host or settings.api_host,
         port=port or settings.api_port,
-        log_level="info",
-        timeout_graceful_shutdown=10,
+        # Logging is configured above (structured); uvicorn's loggers propagate to it.
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        access_log=settings.access_log,
+        # SIGTERM: stop accepting, let in-flight requests finish for this long, then stop.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 
@@ -57,7 +61,7 @@ def worker() -> None:
     from worker.main import run_worker
 
     settings = _settings()
-    _logging()
+    _logging(settings)
     asyncio.run(run_worker(settings))
 
 
@@ -192,8 +196,10 @@ def dev() -> None:
     """Start the Temporal dev server (UI :8233), the worker and the API; Ctrl-C stops all."""
     from switchyard.dev import Supervisor
 
+    # Lines for people, not collectors; the worker and API inherit it. An explicit value wins.
+    os.environ.setdefault("SWITCHYARD_LOG_FORMAT", "console")
     settings = _settings()
-    _logging()
+    _logging(settings)
     raise typer.Exit(Supervisor(settings).run())
 
 
