@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from store.base import utcnow
 from store.crypto import DecryptionError, FieldCipher, Keyring, KeyringError, key_id_of
 from store.db import transaction
+from store.events import EventDraft, publish_many
 from store.models import AuditEntry, Emergency, ErrorEvent, ErrorStream, Event
 from store.rotation import rotate_keys
 from switchyard import settings as settings_module
@@ -149,12 +150,11 @@ def _store(sessions: sessionmaker[Session], cipher: FieldCipher, n: int = 3) -> 
                 )
             )
             payload = {"emergencyReason": "why", "businessJustification": "because", "n": i}
-            session.add(
-                Event(
-                    event_type="emergency_mode_activated",
-                    coordination_id=coordination,
-                    payload=cipher.seal_event("emergency_mode_activated", coordination, payload),
-                )
+            # Written the way the product writes events: through the outbox (ids at commit).
+            sealed = cipher.seal_event("emergency_mode_activated", coordination, payload)
+            publish_many(
+                session,
+                [EventDraft("emergency_mode_activated", sealed, coordination_id=coordination)],
             )
 
 
