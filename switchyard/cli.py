@@ -203,5 +203,37 @@ def dev() -> None:
     raise typer.Exit(Supervisor(settings).run())
 
 
+@app.command()
+def simulate(
+    scenario: Annotated[
+        str, typer.Argument(help="A scenario in sim/scenarios (stripe_error_rate, ...) or a file")
+    ],
+    policy: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="Policy to run (repeatable; default: all of them)"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the traffic and provider behaviour")] = 1,
+    duration: Annotated[
+        float | None, typer.Option(help="Cut the scenario to this many seconds")
+    ] = None,
+    retries: Annotated[
+        int | None, typer.Option(help="Client retries per request (default: the scenario's)")
+    ] = None,
+    plot: Annotated[
+        str | None, typer.Option("--plot", help="Draw success rate and cost over time to a PNG")
+    ] = None,
+    markdown: Annotated[bool, typer.Option(help="Print the table as Markdown")] = False,
+) -> None:
+    """Replay a provider-trouble scenario in virtual time against Switchyard and the baselines."""
+    from pathlib import Path
+
+    from sim.cli import simulate_command
+
+    status = simulate_command(
+        scenario, policy, seed, duration, retries, Path(plot) if plot else None, markdown
+    )
+    raise typer.Exit(status)
+
+
 if __name__ == "__main__":
     app()

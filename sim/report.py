@@ -1,0 +1,113 @@
+"""The per-policy table of a scenario run, for the terminal (rich) and for Markdown docs."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from sim.metrics import Summary
+from sim.runner import ScenarioResult
+
+HEADERS = (
+    "policy",
+    "success",
+    "first try",
+    "cost / success",
+    "vs healthy",
+    "p50 ms",
+    "p95 ms",
+    "failed",
+    "fail-over",
+    "restore",
+)
+
+
+def rows(result: ScenarioResult) -> list[tuple[str, ...]]:
+    """One row of formatted cells per policy, in the order the policies ran."""
+    healthy = result.healthy.cost_per_success
+    return [_row(summary, healthy) for summary in result.summaries]
+
+
+def _row(s: Summary, healthy: float | None) -> tuple[str, ...]:
+    cost = s.cost_per_success
+    versus = f"{(cost / healthy - 1.0) * 100.0:+.1f}%" if cost and healthy else "—"
+    return (
+        s.policy,
+        f"{s.success_rate:.3f}%",
+        f"{s.first_try_rate:.2f}%",
+        f"{cost:.5f}" if cost is not None else "—",
+        versus,
+        f"{s.p50_ms:.0f}" if s.p50_ms is not None else "—",
+        f"{s.p95_ms:.0f}" if s.p95_ms is not None else "—",
+        f"{s.failed:,}",
+        failover_cell(s),
+        restore_cell(s),
+    )
+
+
+def failover_cell(s: Summary) -> str:
+    """Mean time to fail over; "n/a" without traffic on the node, "never" if it never moved."""
+    times = s.shifts.failover
+    if not times:
+        return "n/a"
+    return _mean_cell(times)
+
+
+def restore_cell(s: Summary) -> str:
+    """Mean time to restore; "—" when the policy never failed over."""
+    times = s.shifts.restore
+    if not times:
+        return "—"
+    return _mean_cell(times)
+
+
+def _mean_cell(times: tuple[float | None, ...]) -> str:
+    present = [t for t in times if t is not None]
+    if not present:
+        return "never"
+    cell = f"{sum(present) / len(present):.0f} s"
+    if len(present) < len(times):
+        cell += f" ({len(present)}/{len(times)})"
+    return cell
+
+
+def heading(result: ScenarioResult) -> str:
+    """What was run: scenario, seed, requests per policy, the healthy baseline."""
+    scenario = result.scenario
+    healthy = result.healthy.cost_per_success
+    baseline = f"{healthy:.5f}" if healthy is not None else "—"
+    return (
+        f"{scenario.title} — {scenario.name}, seed {result.seed}, "
+        f"{result.healthy.requests:,} requests per policy over "
+        f"{scenario.duration_seconds / 60:g} min, {scenario.client.retries} client "
+        f"retr{'y' if scenario.client.retries == 1 else 'ies'}; healthy baseline "
+        f"{baseline} per successful request"
+    )
+
+
+def rich_table(result: ScenarioResult) -> Table:
+    """The table for the terminal."""
+    table = Table(title=heading(result), title_justify="left")
+    for index, header in enumerate(HEADERS):
+        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True)
+    for row in rows(result):
+        table.add_row(*row)
+    return table
+
+
+def markdown_table(result: ScenarioResult) -> str:
+    """The table as GitHub Markdown."""
+    lines = [
+        "| " + " | ".join(HEADERS) + " |",
+        "|---|" + "---:|" * (len(HEADERS) - 1),
+    ]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows(result))
+    return "\n".join(lines)
+
+
+def throughput_line(result: ScenarioResult) -> str:
+    """Simulated requests per second of wall time, over every policy of the run."""
+    rate = result.requests / result.wall_seconds if result.wall_seconds > 0 else 0.0
+    return (
+        f"simulated {result.requests:,} requests in {result.wall_seconds:.2f} s of wall time "
+        f"({rate:,.0f} requests/s)"
+    )

@@ -1,0 +1,115 @@
+"""Run a scenario for a set of policies on one seed and collect their figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sim.baselines import EnvoyOutlierEjection, LiteLLMCooldown, PrimaryOnly, RoundRobin
+from sim.engine import Engine, ProgressCallback
+from sim.metrics import Series, Summary, series, summarize
+from sim.policy import Policy
+from sim.scenario import Scenario
+from sim.switchyard import SwitchyardPolicy
+from sim.world import DEFAULT_CATALOG, Catalog, SimNode, World, arrivals, load_catalog
+
+PolicyFactory = Callable[[World, dict[str, SimNode]], Policy]
+
+POLICIES: dict[str, PolicyFactory] = {
+    "primary-only": lambda world, nodes: PrimaryOnly(world.catalog.regular),
+    "round-robin": lambda world, nodes: RoundRobin(world.catalog.regular),
+    "litellm-cooldown": lambda world, nodes: LiteLLMCooldown(world.catalog.regular),
+    "envoy-outlier": lambda world, nodes: EnvoyOutlierEjection(world.catalog.regular),
+    "switchyard-no-prediction": lambda world, nodes: SwitchyardPolicy(
+        world.catalog,
+        world.scenario.request,
+        nodes,
+        world.scenario.emergencies,
+        prediction=False,
+    ),
+    "switchyard": lambda world, nodes: SwitchyardPolicy(
+        world.catalog, world.scenario.request, nodes, world.scenario.emergencies
+    ),
+}
+# Not run by default: Switchyard with a proposed change that is not in the live system.
+PROPOSED: dict[str, PolicyFactory] = {
+    "switchyard-guarded": lambda world, nodes: SwitchyardPolicy(
+        world.catalog,
+        world.scenario.request,
+        nodes,
+        world.scenario.emergencies,
+        guard_stranding=True,
+    ),
+}
+SWITCHYARD = "switchyard"
+BUCKET_COUNT = 90  # points per line in the plots
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    """Every policy's figures and time series on one scenario and seed."""
+
+    scenario: Scenario
+    seed: int
+    summaries: tuple[Summary, ...]
+    series: dict[str, Series]
+    healthy: Summary  # primary-only on the same traffic with no incident
+
+    def summary(self, policy: str) -> Summary:
+        """The figures of one policy."""
+        return next(s for s in self.summaries if s.policy == policy)
+
+    @property
+    def requests(self) -> int:
+        """Simulated requests, every policy and the healthy baseline included."""
+        return sum(s.requests for s in self.summaries) + self.healthy.requests
+
+    @property
+    def wall_seconds(self) -> float:
+        """Wall time spent simulating, every policy and the healthy baseline included."""
+        return sum(s.wall_seconds for s in self.summaries) + self.healthy.wall_seconds
+
+
+def scenario_catalog(scenario: Scenario, path: Path = DEFAULT_CATALOG) -> Catalog:
+    """The service's catalog, with the scenario's budget limit when it sets one."""
+    catalog = load_catalog(scenario.service, path)
+    if scenario.budget.limit is not None:
+        catalog = replace(catalog, budget_limit=scenario.budget.limit)
+    return catalog
+
+
+def planned_requests(scenario: Scenario, seed: int, policies: int) -> int:
+    """How many requests a run will simulate (for a progress bar): the healthy run too."""
+    return len(arrivals(scenario, seed)) * (policies + 1)
+
+
+def run_scenario(
+    scenario: Scenario,
+    policies: Sequence[str] = tuple(POLICIES),
+    seed: int = 1,
+    progress: ProgressCallback | None = None,
+    catalog_path: Path = DEFAULT_CATALOG,
+) -> ScenarioResult:
+    """Run every policy on the scenario with the same seeded traffic and provider behaviour."""
+    factories = {**POLICIES, **PROPOSED}
+    unknown = [p for p in policies if p not in factories]
+    if unknown:
+        raise KeyError(f"unknown policies {unknown}; known: {', '.join(factories)}")
+    catalog = scenario_catalog(scenario, catalog_path)
+    world = World(scenario, catalog, seed)
+    incidents = scenario.all_incidents()
+    duration = scenario.duration_seconds
+    bucket = max(10.0, duration / BUCKET_COUNT)
+    summaries = []
+    timelines = {}
+    for name in policies:
+        nodes = world.nodes()
+        record = Engine(world, factories[name](world, nodes), nodes).run(progress)
+        summaries.append(summarize(record, incidents, duration))
+        timelines[name] = series(record, duration, bucket)
+    healthy_world = World(scenario.healthy(), catalog, seed)
+    nodes = healthy_world.nodes()
+    baseline = Engine(healthy_world, POLICIES["primary-only"](healthy_world, nodes), nodes)
+    healthy = summarize(baseline.run(progress), (), duration)
+    return ScenarioResult(scenario, seed, tuple(summaries), timelines, healthy)

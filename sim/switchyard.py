@@ -1,0 +1,332 @@
+"""Switchyard under simulation: the real routing/ code, wired as the live system wires it.
+
+- Every attempt is decided by `routing.decide` on the API replica's snapshot; a retry is a
+  new execute-coordination with the failed node in `failedProviders`.
+- Callers report outcomes in a batch every second (POST /outcomes); each batch moves health,
+  breakers and predictions with `routing.health.assess` (sim/monitor.py).
+- The replica reloads its snapshot when the store notifies (a breaker that moved, a material
+  drift, an override or emergency change) and every 5 s regardless (api/snapshot.py).
+- The HealthSweep runs every 10 s and starts a recovery for each degraded node that has none,
+  which plans its route with `routing.recovery.choose_recovery` and `plan_recovery` and then
+  runs ErrorRecoveryWorkflow's timers (sim/recovery.py).
+- An emergency override (EmergencyOverrideWorkflow) puts an `EmergencyState` in the snapshot
+  until its deadline, or until its 30 s spend poll finds the cap spent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from routing.decide import decide
+from routing.eligibility import eligible_nodes
+from routing.health import Degradation, MonitoringConfig
+from routing.recovery import Severity, choose_recovery, plan_recovery
+from routing.types import (
+    BudgetState,
+    EmergencyState,
+    NoEligibleNode,
+    RoutingOverride,
+    RoutingRequest,
+    RoutingSnapshot,
+)
+from sim.monitor import Monitor, NodeState, fresh_state, without_prediction
+from sim.policy import Call
+from sim.recovery import Effect, RecoveryRun
+from sim.scenario import Emergency, RequestProfile
+from sim.world import Attempt, Catalog, SimNode
+from workflows.emergency_types import DEFAULT_POLL_SECONDS
+from workflows.recovery_types import RecoveryConfig
+
+# Virtual time 0; any fixed instant works, this one is the seed document's.
+EPOCH = datetime(2025, 8, 16, 10, 0, tzinfo=UTC)
+# api/snapshot.SAFETY_RELOAD_SECONDS: a replica reloads this often even without a NOTIFY.
+SNAPSHOT_RELOAD_SECONDS = 5.0
+# Settings.health_sweep_interval_seconds: the HealthSweep schedule.
+SWEEP_INTERVAL_SECONDS = 10.0
+
+
+def at(t: float) -> datetime:
+    """The wall-clock instant of virtual time t."""
+    return EPOCH + timedelta(seconds=t)
+
+
+@dataclass
+class _OverrideRow:
+    override: RoutingOverride
+    updated: int  # store order of updated_at
+
+
+@dataclass
+class _EmergencyRow:
+    spec: Emergency
+    state: EmergencyState
+    next_poll: float
+    ended: bool = False
+
+
+class SwitchyardPolicy:
+    """Switchyard's routing, monitoring, recoveries and emergencies for one service."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        request: RequestProfile,
+        prices: dict[str, SimNode],
+        emergencies: tuple[Emergency, ...] = (),
+        *,
+        prediction: bool = True,
+        config: MonitoringConfig | None = None,
+        recovery: RecoveryConfig | None = None,
+        guard_stranding: bool = False,
+    ) -> None:
+        self.name = "switchyard" if prediction else "switchyard-no-prediction"
+        if guard_stranding:
+            self.name += "-guarded"
+        # Not the live system: a proposed monitor change, for comparison (docs/SIMULATION.md).
+        self.guard_stranding = guard_stranding
+        self.service = catalog.service
+        self.catalog = catalog
+        self.profile = request
+        self._prices = prices
+        self._price_times = sorted({c for n in prices.values() for c in n.price_changes()})
+        config = config or MonitoringConfig()
+        self.monitor = Monitor(
+            {n.node_id: fresh_state(n) for n in catalog.nodes},
+            config if prediction else without_prediction(config),
+            prediction=prediction,
+        )
+        self.recovery_config = recovery or RecoveryConfig()
+        self.recoveries: dict[str, RecoveryRun] = {}
+        self._overrides: dict[str, _OverrideRow] = {}
+        self._override_updates = 0
+        self._pending_emergencies = sorted(emergencies, key=lambda e: e.at)
+        self._emergency: _EmergencyRow | None = None
+        self._nodes = {n.node_id: n for n in catalog.nodes}
+        self._budget_spent = 0.0
+        self._snapshot = self._load()
+        self._reloaded_at = 0.0
+        self._next_sweep = SWEEP_INTERVAL_SECONDS
+        self._used_emergency = False
+
+    # ---- the hot path ----
+
+    def choose(self, call: Call) -> str | None:
+        """The node `routing.decide` picks for this attempt on the replica's snapshot."""
+        request = RoutingRequest(
+            service=self.service,
+            operation=self.profile.operation,
+            request_id=f"sim-{call.request}",
+            priority=self.profile.priority,
+            business_criticality=self.profile.business_criticality,
+            remaining_budget=self.profile.remaining_budget,
+            cost_per_request_limit=self.profile.cost_per_request_limit,
+            failed_providers=frozenset(call.tried),
+        )
+        snapshot = self._decision_snapshot(call)
+        try:
+            decision = decide(request, snapshot, at(call.t))
+        except NoEligibleNode:
+            if not call.tried:
+                return None
+            # The client's rule for every policy: a retry avoids the nodes it tried when the
+            # policy has another one, and otherwise takes the policy's pick.
+            anywhere = replace(request, failed_providers=frozenset())
+            try:
+                decision = decide(anywhere, snapshot, at(call.t))
+            except NoEligibleNode:
+                return None
+        self._used_emergency = decision.emergency_applied
+        return decision.node.node_id
+
+    def covers(self, cost: float, t: float) -> bool:
+        """Charge the emergency (store/coordinations.charge_budget) when it applied."""
+        row = self._emergency
+        if not self._used_emergency or row is None or row.ended:
+            return False
+        state = row.state
+        if state.spent + cost > state.max_budget_override:
+            return False
+        row.state = replace(state, spent=state.spent + cost)
+        return True
+
+    def observe(self, node_id: str, attempt: Attempt, t: float) -> None:
+        """The caller's outcome report, counted at the next batch."""
+        self.monitor.record(node_id, at(t), attempt.success, attempt.latency_ms)
+
+    # ---- the control plane ----
+
+    def tick(self, t: float) -> None:
+        """One second of the live system: prices, emergencies, ingestion, sweep, recoveries."""
+        now = at(t)
+        changed = self._update_prices(t)
+        changed |= self._run_emergency(t)
+        changed |= self.monitor.ingest(now, t)
+        if t >= self._next_sweep:
+            self._next_sweep += SWEEP_INTERVAL_SECONDS
+            material, degraded = self.monitor.sweep(now, t)
+            changed |= material
+            changed |= self._start_recoveries(degraded, t)
+        changed |= self._run_recoveries(t)
+        if changed or t - self._reloaded_at >= SNAPSHOT_RELOAD_SECONDS:
+            self._snapshot = self._load()
+            self._reloaded_at = t
+
+    def _update_prices(self, t: float) -> bool:
+        """A provider's new price, published in the catalog the moment it applies."""
+        if not self._price_times or self._price_times[0] > t:
+            return False
+        while self._price_times and self._price_times[0] <= t:
+            self._price_times.pop(0)
+        for node_id, node in list(self._nodes.items()):
+            self._nodes[node_id] = replace(node, cost_per_request=self._prices[node_id].price(t))
+            self.monitor.states[node_id].node = self._nodes[node_id]
+        return True
+
+    def _start_recoveries(self, degraded: list[Degradation], t: float) -> bool:
+        """monitoring.start_recoveries: one recovery per degraded node that has none running."""
+        started = False
+        for degradation in degraded:
+            workflow_id = f"recovery:{self.service}:monitor_{degradation.node_id}"
+            running = self.recoveries.get(workflow_id)
+            if running is not None and running.running:
+                continue
+            choice = choose_recovery(
+                degradation.error_type, Severity(degradation.severity), 0.0, ""
+            )
+            failed = frozenset({degradation.node_id})
+            if self.guard_stranding and self._would_strand(failed, t):
+                continue
+            try:
+                plan = plan_recovery(choice, self.service, failed, self._load(), at(t))
+            except NoEligibleNode:
+                plan = None
+            run = RecoveryRun(workflow_id, failed, plan, t, self.recovery_config)
+            self.recoveries[workflow_id] = run
+            if plan is not None:
+                self._apply(run, Effect(restore_fraction=0.0))
+                started = True
+        return started
+
+    def _would_strand(self, failed: frozenset[str], t: float) -> bool:
+        """True when holding `failed` out on top of the running holds leaves no node at all."""
+        held = self._merged_overrides().get(self.service)
+        excluded = failed | (held.excluded_nodes if held is not None else frozenset())
+        override = RoutingOverride(self.service, "guard", excluded)
+        snapshot = replace(self._load(), overrides={self.service: override})
+        request = RoutingRequest(service=self.service, operation="recovery")
+        eligible, _, _ = eligible_nodes(request, snapshot, at(t))
+        return not eligible
+
+    def _run_recoveries(self, t: float) -> bool:
+        changed = False
+        for run in self.recoveries.values():
+            if not run.due(t):
+                continue
+            healthy = all(self.monitor.states[n].healthy() for n in run.failed)
+            effect = run.advance(t, healthy)
+            if effect is not None:
+                self._apply(run, effect, at(t))
+                changed = True
+        return changed
+
+    def _apply(self, run: RecoveryRun, effect: Effect, now: datetime | None = None) -> None:
+        """The recovery's store effects: upsert or delete its override, hold breakers."""
+        if effect.finished:
+            self._overrides.pop(run.workflow_id, None)
+            if effect.hold_open and now is not None:
+                self.monitor.force_open(effect.hold_open, now)
+            return
+        assert run.plan is not None and effect.restore_fraction is not None
+        self._override_updates += 1
+        self._overrides[run.workflow_id] = _OverrideRow(
+            RoutingOverride(
+                service=self.service,
+                workflow_id=run.workflow_id,
+                excluded_nodes=run.plan.excluded_nodes,
+                strategy=run.plan.strategy,
+                restore_fraction=effect.restore_fraction,
+            ),
+            self._override_updates,
+        )
+
+    def _run_emergency(self, t: float) -> bool:
+        """Activate a scheduled emergency; end it at its deadline or when its cap is spent."""
+        changed = False
+        row = self._emergency
+        if row is not None and not row.ended:
+            if at(t) >= row.state.deadline:
+                row.ended, changed = True, True
+            elif t >= row.next_poll:
+                row.next_poll = t + DEFAULT_POLL_SECONDS
+                left = row.state.max_budget_override - row.state.spent
+                cheapest = min(n.cost_per_request for n in self._nodes.values() if n.enabled)
+                if left <= 0 or left < cheapest:
+                    row.ended, changed = True, True
+        if self._pending_emergencies and self._pending_emergencies[0].at <= t:
+            spec = self._pending_emergencies.pop(0)
+            if row is None or row.ended:
+                self._emergency = _EmergencyRow(
+                    spec=spec,
+                    state=EmergencyState(
+                        service=self.service,
+                        workflow_id=f"emergency:{self.service}",
+                        coordination_id=f"emergency_sim_{int(spec.at)}",
+                        max_budget_override=spec.max_budget_override,
+                        spent=0.0,
+                        deadline=at(spec.at + spec.duration_minutes * 60.0),
+                    ),
+                    next_poll=t + DEFAULT_POLL_SECONDS,
+                )
+                changed = True
+        return changed
+
+    # ---- snapshots ----
+
+    def _load(self) -> RoutingSnapshot:
+        """The store as store/snapshot.load_snapshot reads it (budgets are set per decision)."""
+        states: dict[str, NodeState] = self.monitor.states
+        emergency = self._emergency
+        return RoutingSnapshot(
+            nodes={self.service: tuple(self._nodes[n.node_id] for n in self.catalog.nodes)},
+            health={node_id: s.health() for node_id, s in states.items()},
+            overrides=self._merged_overrides(),
+            emergencies={self.service: emergency.state}
+            if emergency is not None and not emergency.ended
+            else {},
+            budgets={self.service: self._budget(self._budget_spent)},
+        )
+
+    def _budget(self, spent: float) -> BudgetState:
+        catalog = self.catalog
+        return BudgetState(self.service, catalog.budget_period, catalog.budget_limit, spent)
+
+    def _merged_overrides(self) -> dict[str, RoutingOverride]:
+        """store/snapshot.load_overrides: exclusions add up, the slowest restore wins."""
+        rows = sorted(self._overrides.values(), key=lambda r: r.updated)
+        if not rows:
+            return {}
+        latest = rows[-1].override
+        merged = RoutingOverride(
+            service=self.service,
+            workflow_id=latest.workflow_id,
+            excluded_nodes=frozenset(n for r in rows for n in r.override.excluded_nodes),
+            strategy=latest.strategy,
+            restore_fraction=min(r.override.restore_fraction for r in rows),
+        )
+        return {self.service: merged}
+
+    def _decision_snapshot(self, call: Call) -> RoutingSnapshot:
+        """The replica's snapshot with the budget and emergency spend as the store has them now.
+
+        The coordinator charges the budget atomically and decides again with the store's
+        figure when its snapshot was stale, so a decision never spends what is not there.
+        """
+        emergencies = self._snapshot.emergencies
+        row = self._emergency
+        if row is not None and not row.ended and emergencies:
+            emergencies = {self.service: row.state}
+        if call.budget_remaining is not None:
+            self._budget_spent = self.catalog.budget_limit - call.budget_remaining
+        budgets = {self.service: self._budget(self._budget_spent)}
+        return replace(self._snapshot, budgets=budgets, emergencies=emergencies)
