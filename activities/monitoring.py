@@ -40,9 +40,12 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from routing.recovery import strands_service
+from routing.types import RoutingSnapshot
 from store.base import utcnow
 from store.db import transaction
 from store.health import monitoring_config, sweep
+from store.snapshot import load_snapshot
 from switchyard.settings import Settings
 from worker.recoveries import recovery_workflow_id, start_or_join_recovery
 from workflows.health_sweep import HealthSweepWorkflow
@@ -116,16 +119,55 @@ class MonitoringActivities:
 
     @activity.defn(name=START_RECOVERIES)
     async def start_recoveries(self, data: StartRecoveriesInput) -> StartRecoveriesResult:
-        """Start a recovery for each degraded node that has none running."""
+        """Start a recovery for each degraded node that has none running.
+
+        Services go in parallel; a service's nodes one after the other, each guarded against
+        holding out the service's last nodes (routing.recovery.strands_service).
+        """
         if self.client is None:
             raise ApplicationError("the worker gave this activity no Temporal client")
         client = self.client
-        results = await asyncio.gather(
-            *(self._start(client, node, data.request_key) for node in data.nodes)
+        by_service: dict[str, list[DegradedNode]] = {}
+        for node in data.nodes:
+            by_service.setdefault(node.service, []).append(node)
+        started = await asyncio.gather(
+            *(
+                self._start_service(client, service, nodes, data.request_key)
+                for service, nodes in by_service.items()
+            )
         )
-        return StartRecoveriesResult(recoveries=list(results))
+        results = {start.node_id: start for starts in started for start in starts}
+        return StartRecoveriesResult(recoveries=[results[node.node_id] for node in data.nodes])
 
-    async def _start(self, client: Client, node: DegradedNode, request_key: str) -> RecoveryStart:
+    async def _start_service(
+        self, client: Client, service: str, nodes: list[DegradedNode], request_key: str
+    ) -> list[RecoveryStart]:
+        snapshot = await asyncio.to_thread(self._snapshot, service)
+        held: set[str] = set()  # nodes this sweep already holds out
+        results = []
+        for node in nodes:
+
+            def strands(node_id: str) -> bool:
+                failed = frozenset(held | {node_id})
+                return strands_service(service, failed, snapshot, utcnow())
+
+            result = await self._start(client, node, request_key, strands)
+            if result.outcome in ("started", "joined"):
+                held.add(node.node_id)
+            results.append(result)
+        return results
+
+    def _snapshot(self, service: str) -> RoutingSnapshot:
+        with self.sessions() as session:
+            return load_snapshot(session, utcnow(), service=service)
+
+    async def _start(
+        self,
+        client: Client,
+        node: DegradedNode,
+        request_key: str,
+        strands: Callable[[str], bool],
+    ) -> RecoveryStart:
         stream_id = monitor_stream_id(node.node_id)
         workflow_id = recovery_workflow_id(node.service, stream_id)
         try:
@@ -137,6 +179,14 @@ class MonitoringActivities:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
+        if strands(node.node_id):
+            log.warning("monitor recovery for %s not started: no node would be left", node.node_id)
+            return RecoveryStart(
+                node_id=node.node_id,
+                workflow_id=workflow_id,
+                outcome="would_strand",
+                detail=f"holding {node.node_id} out would leave {node.service} no node",
+            )
         report = ErrorReport(
             error_type=node.error_type,
             severity=node.severity,

@@ -18,6 +18,7 @@ from routing.recovery import (
     Severity,
     choose_recovery,
     plan_recovery,
+    strands_service,
 )
 from routing.selection import StrategyReason, choose_strategy
 from routing.strategies import effective_health, rank, select
@@ -84,4 +85,5 @@ __all__ = [
     "restore_bucket",
     "risk_mitigation",
     "select",
+    "strands_service",
 ]

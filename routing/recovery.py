@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -11,6 +11,7 @@ from routing.strategies import node_figures, rank
 from routing.types import (
     NoEligibleNode,
     ProviderNode,
+    RoutingOverride,
     RoutingRequest,
     RoutingSnapshot,
     Strategy,
@@ -164,3 +165,23 @@ def plan_recovery(
         monitoring_seconds=monitoring,
         estimated_resolution_minutes=(monitoring + len(stages) * STAGE_HOLD_SECONDS) / 60,
     )
+
+
+def strands_service(
+    service: str, failed_providers: frozenset[str], snapshot: RoutingSnapshot, now: datetime
+) -> bool:
+    """True when holding ``failed_providers`` out, on top of the service's current holds,
+    would leave it no node to route to.
+
+    The monitor then starts no recovery for them: several recoveries' holds add up, and a
+    healthy backup that shows a few chance failures in its window would otherwise be held
+    out too, turning a degraded provider into a full outage (found by the simulator,
+    docs/SIMULATION.md). Error reports from callers are not guarded: they name real failures.
+    """
+    held = snapshot.overrides.get(service)
+    excluded = failed_providers | (held.excluded_nodes if held is not None else frozenset())
+    guard = RoutingOverride(service, "strand-guard", excluded)
+    probe = replace(snapshot, overrides={**snapshot.overrides, service: guard})
+    request = RoutingRequest(service=service, operation="recovery")
+    eligible, _, _ = eligible_nodes(request, probe, now)
+    return not eligible

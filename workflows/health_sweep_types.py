@@ -69,7 +69,7 @@ class RecoveryStart(BaseModel):
 
     node_id: str
     workflow_id: str
-    outcome: str  # started | already_running | no_route | refused
+    outcome: str  # started | joined | already_running | would_strand | no_route | refused
     selected_node: str | None = None
     detail: str = ""
 

@@ -21,6 +21,7 @@ from routing import (
     Strategy,
     choose_recovery,
     plan_recovery,
+    strands_service,
 )
 
 A = Strategy.AVAILABILITY_FOCUSED
@@ -181,3 +182,18 @@ def test_plan_admits_emergency_nodes_only_during_an_emergency(
 
     assert len(raised.value.exclusions) == 3
     assert plan.selected.node_id == "stripe_premium_emergency"
+
+
+def test_a_monitor_hold_that_would_leave_no_node_is_refused() -> None:
+    held = RoutingOverride("svc", "recovery:svc:primary", frozenset({"primary", "second"}))
+    snap = dataclasses.replace(SNAP, overrides={"svc": held})
+
+    # Two of three held already: the third is the last one.
+    assert strands_service("svc", frozenset({"third"}), snap, NOW)
+    # Holding an already held node adds nothing.
+    assert not strands_service("svc", frozenset({"second"}), snap, NOW)
+    # Without the running holds, one node out of three leaves two.
+    assert not strands_service("svc", frozenset({"third"}), SNAP, NOW)
+    # Disabled nodes are no refuge.
+    disabled = snapshot_of(NODES[0], NODES[1], dataclasses.replace(NODES[2], enabled=False))
+    assert strands_service("svc", frozenset({"primary", "second"}), disabled, NOW)

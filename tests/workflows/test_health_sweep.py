@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from recovery_harness import save_history
+from recovery_harness import recovery_worker, save_history
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
@@ -27,12 +27,13 @@ from activities.monitoring import MonitoringActivities
 from store.base import utcnow
 from store.db import transaction
 from store.health import monitoring_config
-from store.models import Event, NodeHealthRow, ProviderNodeRow
+from store.models import Event, NodeHealthRow, ProviderNodeRow, RoutingOverrideRow
 from store.outcomes import OutcomeReport, record_outcomes
 from switchyard.settings import Settings
 from workflows.health_sweep import HealthSweepWorkflow
 from workflows.health_sweep_types import (
     START_RECOVERIES,
+    DegradedNode,
     RecoveryStart,
     StartRecoveriesInput,
     StartRecoveriesResult,
@@ -191,3 +192,43 @@ async def test_forced_open_nodes_are_left_to_the_operator(
     with sessions() as session:
         health = session.get(NodeHealthRow, PRIMARY)
         assert health is not None and health.breaker_state == "OPEN"
+
+
+async def test_the_monitor_does_not_hold_out_a_services_last_node(
+    time_env: WorkflowEnvironment, clean_store: Engine, sessions: sessionmaker[Session]
+) -> None:
+    # A recovery already holds the secondary out; the primary degrading too must not start a
+    # second hold (the premium node is emergency-only): that would turn degradation into an
+    # outage. A maps node in the same sweep still gets its recovery.
+    with transaction(sessions) as session:
+        session.add(
+            RoutingOverrideRow(
+                workflow_id="recovery:stripe:earlier",
+                service="stripe",
+                excluded_nodes=["stripe_secondary_us_west"],
+            )
+        )
+    settings = Settings(temporal_task_queue=f"sweep-guard-{uuid.uuid4().hex[:8]}")
+    monitor = MonitoringActivities(sessions, settings, time_env.client)
+    degraded = [
+        DegradedNode(
+            node_id=node_id,
+            service=service,
+            error_type="provider_outage",
+            severity="high",
+            detail="failure rate 40%",
+        )
+        for node_id, service in (("stripe_primary_us_east", "stripe"), ("mapbox_primary", "maps"))
+    ]
+    async with recovery_worker(time_env.client, sessions, settings.temporal_task_queue):
+        result = await monitor.start_recoveries(
+            StartRecoveriesInput(nodes=degraded, request_key="sweep-1")
+        )
+
+    stripe, maps = result.recoveries
+    assert (stripe.node_id, stripe.outcome) == ("stripe_primary_us_east", "would_strand")
+    assert "would leave stripe no node" in stripe.detail
+    assert (maps.node_id, maps.outcome) == ("mapbox_primary", "started")
+    with sessions() as session:
+        services = set(session.scalars(select(RoutingOverrideRow.service)))
+    assert services == {"stripe", "maps"}  # the earlier stripe hold and the new maps one
