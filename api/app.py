@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
@@ -23,6 +24,7 @@ from switchyard.settings import Settings, get_settings
 from switchyard.tracing import instrument_app
 
 PREFIX = "/api/v1/enhanced-traffic-coordination"
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 log = logging.getLogger("switchyard.api")
 
 
@@ -49,6 +51,10 @@ def build_runtime(settings: Settings) -> ApiRuntime:
     sessions = make_session_factory(engine)
     snapshot = SnapshotCache(engine, sessions, poll_seconds=settings.snapshot_poll_seconds)
     snapshot.start()
+    # The decision writer's thread waits on PostgreSQL a dozen times per batch; each time it
+    # wants the GIL back it waits up to the switch interval for the busy event loop (the
+    # convoy effect). 5 ms by default: a batch could spend 50 ms queueing for the GIL.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     decisions = DecisionWriter(sessions)
     decisions.start()
     return ApiRuntime(
