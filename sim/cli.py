@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sim.plot import plot as draw_plot
 from sim.report import heading, markdown_table, rich_table, throughput_line
-from sim.runner import POLICIES, PROPOSED, planned_requests, run_scenario
+from sim.runner import ABLATIONS, POLICIES, planned_requests, run_scenario
 from sim.scenario import ScenarioError, load_scenario
 
 TABLE_WIDTH = 132
@@ -32,9 +32,9 @@ def simulate_command(
         # Piped or captured output: wide enough that no column of the table wraps.
         console = Console(file=console.file, width=max(console.width, TABLE_WIDTH))
     chosen = list(policies) if policies else list(POLICIES)
-    unknown = [p for p in chosen if p not in POLICIES and p not in PROPOSED]
+    unknown = [p for p in chosen if p not in POLICIES and p not in ABLATIONS]
     if unknown:
-        known = ", ".join([*POLICIES, *PROPOSED])
+        known = ", ".join([*POLICIES, *ABLATIONS])
         console.print(f"[red]error:[/] unknown policy {', '.join(unknown)}; use {known}")
         return 2
     try:

@@ -32,14 +32,15 @@ POLICIES: dict[str, PolicyFactory] = {
         world.catalog, world.scenario.request, nodes, world.scenario.emergencies
     ),
 }
-# Not run by default: Switchyard with a proposed change that is not in the live system.
-PROPOSED: dict[str, PolicyFactory] = {
-    "switchyard-guarded": lambda world, nodes: SwitchyardPolicy(
+# Not run by default and not the live system: Switchyard without a piece the product has,
+# to show what that piece does (the monitor's strand guard: docs/SIMULATION.md).
+ABLATIONS: dict[str, PolicyFactory] = {
+    "switchyard-unguarded": lambda world, nodes: SwitchyardPolicy(
         world.catalog,
         world.scenario.request,
         nodes,
         world.scenario.emergencies,
-        guard_stranding=True,
+        strand_guard=False,
     ),
 }
 SWITCHYARD = "switchyard"
@@ -92,7 +93,7 @@ def run_scenario(
     catalog_path: Path = DEFAULT_CATALOG,
 ) -> ScenarioResult:
     """Run every policy on the scenario with the same seeded traffic and provider behaviour."""
-    factories = {**POLICIES, **PROPOSED}
+    factories = {**POLICIES, **ABLATIONS}
     unknown = [p for p in policies if p not in factories]
     if unknown:
         raise KeyError(f"unknown policies {unknown}; known: {', '.join(factories)}")

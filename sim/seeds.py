@@ -4,8 +4,8 @@
 
 Prints, per scenario, a Markdown table with each policy's failed requests on every seed, its
 worst success rate and its median cost per successful request, and the seeds on which
-Switchyard failed more requests than the best baseline. The proposed variants (not the live
-system, see docs/SIMULATION.md) are listed last.
+Switchyard failed more requests than the best baseline. The ablations (not the live system,
+see docs/SIMULATION.md) are listed last.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sim.runner import POLICIES, PROPOSED, SWITCHYARD, run_scenario
+from sim.runner import ABLATIONS, POLICIES, SWITCHYARD, run_scenario
 from sim.scenario import load_scenario, scenario_names
 
 BASELINES = ("primary-only", "round-robin", "litellm-cooldown", "envoy-outlier")
@@ -25,7 +25,7 @@ BASELINES = ("primary-only", "round-robin", "litellm-cooldown", "envoy-outlier")
 def robustness_table(name: str, seeds: Sequence[int]) -> str:
     """The Markdown table of one scenario over the seeds."""
     scenario = load_scenario(name)
-    names = (*POLICIES, *PROPOSED)
+    names = (*POLICIES, *ABLATIONS)
     failed: dict[str, list[int]] = {p: [] for p in names}
     success: dict[str, list[float]] = {p: [] for p in names}
     cost: dict[str, list[float]] = {p: [] for p in names}
@@ -41,7 +41,7 @@ def robustness_table(name: str, seeds: Sequence[int]) -> str:
         "|---|---|---:|---:|",
     ]
     for policy in names:
-        label = f"{policy} (proposed)" if policy in PROPOSED else policy
+        label = f"{policy} (ablation, not live)" if policy in ABLATIONS else policy
         lines.append(
             f"| {label} | {' '.join(f'{n:,}' for n in failed[policy])} "
             f"| {min(success[policy]):.3f}% | {statistics.median(cost[policy]):.5f} |"

@@ -7,8 +7,9 @@
 - The replica reloads its snapshot when the store notifies (a breaker that moved, a material
   drift, an override or emergency change) and every 5 s regardless (api/snapshot.py).
 - The HealthSweep runs every 10 s and starts a recovery for each degraded node that has none,
-  which plans its route with `routing.recovery.choose_recovery` and `plan_recovery` and then
-  runs ErrorRecoveryWorkflow's timers (sim/recovery.py).
+  unless its hold would leave the service no node (`routing.recovery.strands_service`); the
+  recovery plans its route with `routing.recovery.choose_recovery` and `plan_recovery` and
+  then runs ErrorRecoveryWorkflow's timers (sim/recovery.py).
 - An emergency override (EmergencyOverrideWorkflow) puts an `EmergencyState` in the snapshot
   until its deadline, or until its 30 s spend poll finds the cap spent.
 """
@@ -19,9 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from routing.decide import decide
-from routing.eligibility import eligible_nodes
 from routing.health import Degradation, MonitoringConfig
-from routing.recovery import Severity, choose_recovery, plan_recovery
+from routing.recovery import Severity, choose_recovery, plan_recovery, strands_service
 from routing.types import (
     BudgetState,
     EmergencyState,
@@ -78,13 +78,14 @@ class SwitchyardPolicy:
         prediction: bool = True,
         config: MonitoringConfig | None = None,
         recovery: RecoveryConfig | None = None,
-        guard_stranding: bool = False,
+        strand_guard: bool = True,
     ) -> None:
         self.name = "switchyard" if prediction else "switchyard-no-prediction"
-        if guard_stranding:
-            self.name += "-guarded"
-        # Not the live system: a proposed monitor change, for comparison (docs/SIMULATION.md).
-        self.guard_stranding = guard_stranding
+        if not strand_guard:
+            # Not the live system: the monitor before its strand guard, an ablation that keeps
+            # the finding reproducible (docs/SIMULATION.md).
+            self.name += "-unguarded"
+        self.strand_guard = strand_guard
         self.service = catalog.service
         self.catalog = catalog
         self.profile = request
@@ -184,19 +185,29 @@ class SwitchyardPolicy:
         return True
 
     def _start_recoveries(self, degraded: list[Degradation], t: float) -> bool:
-        """monitoring.start_recoveries: one recovery per degraded node that has none running."""
+        """monitoring.start_recoveries: one recovery per degraded node that has none running.
+
+        As the activity does, the nodes go one after the other against the snapshot read at
+        the start of the sweep, and a node is skipped ("would_strand") when its hold, with the
+        running holds and the nodes this sweep already held out, would leave the service no
+        node.
+        """
         started = False
+        snapshot = self._load()
+        held: set[str] = set()  # nodes this sweep already holds out
         for degradation in degraded:
             workflow_id = f"recovery:{self.service}:monitor_{degradation.node_id}"
             running = self.recoveries.get(workflow_id)
             if running is not None and running.running:
                 continue
+            failed = frozenset({degradation.node_id})
+            if self.strand_guard and strands_service(
+                self.service, frozenset(held) | failed, snapshot, at(t)
+            ):
+                continue
             choice = choose_recovery(
                 degradation.error_type, Severity(degradation.severity), 0.0, ""
             )
-            failed = frozenset({degradation.node_id})
-            if self.guard_stranding and self._would_strand(failed, t):
-                continue
             try:
                 plan = plan_recovery(choice, self.service, failed, self._load(), at(t))
             except NoEligibleNode:
@@ -205,18 +216,9 @@ class SwitchyardPolicy:
             self.recoveries[workflow_id] = run
             if plan is not None:
                 self._apply(run, Effect(restore_fraction=0.0))
+                held.add(degradation.node_id)
                 started = True
         return started
-
-    def _would_strand(self, failed: frozenset[str], t: float) -> bool:
-        """True when holding `failed` out on top of the running holds leaves no node at all."""
-        held = self._merged_overrides().get(self.service)
-        excluded = failed | (held.excluded_nodes if held is not None else frozenset())
-        override = RoutingOverride(self.service, "guard", excluded)
-        snapshot = replace(self._load(), overrides={self.service: override})
-        request = RoutingRequest(service=self.service, operation="recovery")
-        eligible, _, _ = eligible_nodes(request, snapshot, at(t))
-        return not eligible
 
     def _run_recoveries(self, t: float) -> bool:
         changed = False

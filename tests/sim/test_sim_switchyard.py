@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from routing.health import MonitoringConfig
+from routing.health import Degradation, MonitoringConfig
 from routing.recovery import RecoveryAction, Severity, choose_recovery, plan_recovery
 from routing.types import BreakerState, RoutingSnapshot
 from sim.engine import Engine, RunRecord
 from sim.monitor import Monitor, fresh_state, without_prediction
 from sim.recovery import Effect, Phase, RecoveryRun
-from sim.runner import POLICIES, PROPOSED, scenario_catalog
+from sim.runner import ABLATIONS, POLICIES, scenario_catalog
 from sim.scenario import Scenario, load_scenario
 from sim.switchyard import SwitchyardPolicy, at
 from sim.world import World, load_catalog
@@ -187,18 +187,52 @@ def test_breaker_states_are_the_routing_ones() -> None:
     )
 
 
-def test_stacked_recovery_holds_can_strand_a_service_and_the_guard_prevents_it() -> None:
+def run_any(scenario: Scenario, policy: str, seed: int) -> tuple[RunRecord, SwitchyardPolicy]:
+    world = World(scenario, scenario_catalog(scenario), seed)
+    nodes = world.nodes()
+    chosen = {**POLICIES, **ABLATIONS}[policy](world, nodes)
+    assert isinstance(chosen, SwitchyardPolicy)
+    return Engine(world, chosen, nodes).run(), chosen
+
+
+def test_stacked_recovery_holds_strand_the_unguarded_ablation_not_switchyard() -> None:
     # Seed 3: the primary slows down and is held out; later the backup and then the EU node
-    # each show a chance cluster of 5xx (6 in 100 calls) and get recoveries of their own.
+    # each show a chance cluster of 5xx (6 in 100 calls). Without the monitor's strand guard
+    # they get recoveries of their own and the holds together exclude every node.
     scenario = load_scenario("samsara_latency_ramp").truncated(1200)
 
-    live, _ = run(scenario, "switchyard", seed=3)
-    world = World(scenario, scenario_catalog(scenario), 3)
-    nodes = world.nodes()
-    guarded_policy = PROPOSED["switchyard-guarded"](world, nodes)
-    guarded = Engine(world, guarded_policy, nodes).run()
+    unguarded, ablation = run_any(scenario, "switchyard-unguarded", seed=3)
+    live, policy = run_any(scenario, "switchyard", seed=3)
 
-    stranded = sum(1 for node in live.first_node if node is None)
+    stranded = sum(1 for node in unguarded.first_node if node is None)
     assert stranded > 500  # every request of several minutes found no eligible node
-    assert None not in guarded.first_node
-    assert len(guarded.success) - sum(guarded.success) < 20
+    assert ablation.name == "switchyard-unguarded" and not ablation.strand_guard
+    assert policy.strand_guard
+    assert None not in live.first_node
+    assert len(live.success) - sum(live.success) < 20
+    # The guarded monitor skipped a recovery the ablation started.
+    assert set(policy.recoveries) < set(ablation.recoveries)
+
+
+def test_one_sweep_never_holds_out_every_node_of_a_service() -> None:
+    # Every node degraded in the same sweep: the first ones are held, the last is not,
+    # because the nodes this sweep already held count against it (monitoring.start_recoveries).
+    scenario = load_scenario("samsara_latency_ramp").truncated(60)
+    world = World(scenario, scenario_catalog(scenario), 1)
+    nodes = world.nodes()
+    degraded = [
+        Degradation(node.node_id, "samsara", "provider_outage", "high", "test")
+        for node in world.catalog.regular
+    ]
+    regular = [d.node_id for d in degraded]
+
+    held = {}
+    for name in ("switchyard", "switchyard-unguarded"):
+        policy = {**POLICIES, **ABLATIONS}[name](world, nodes)
+        assert isinstance(policy, SwitchyardPolicy)
+        policy._start_recoveries(degraded, 10.0)
+        held[name] = set(policy._merged_overrides()["samsara"].excluded_nodes)
+
+    assert len(regular) >= 2
+    assert held["switchyard"] == set(regular[:-1])  # the last node stays in routing
+    assert held["switchyard-unguarded"] == set(regular)
