@@ -139,7 +139,7 @@ def _last_row(runtime: ApiRuntime, service: str) -> Emergency | None:
 
 async def _query(client: Client, workflow_id: str) -> EmergencyStatus | None:
     """The running workflow's status query, or None when it is not running or does not answer."""
-    handle = client.get_workflow_handle_for(EmergencyOverrideWorkflow.run, workflow_id)
+    handle = client.get_workflow_handle(workflow_id, result_type=EmergencyStatus)
     try:
         described = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
         if described.status != WorkflowExecutionStatus.RUNNING:
@@ -251,7 +251,7 @@ async def extend_emergency(
     """Move the running emergency's deadline later (total at most 24 h)."""
     client = await get_temporal(runtime)
     workflow_id = workflow_id_for(service)
-    handle = client.get_workflow_handle_for(EmergencyOverrideWorkflow.run, workflow_id)
+    handle = client.get_workflow_handle(workflow_id, result_type=EmergencyStatus)
     request = ExtendRequest(
         minutes=body.minutes, reason=body.reason, requested_by=principal.subject
     )
@@ -288,7 +288,7 @@ async def cancel_emergency(
     """End the running emergency now; answers once routing is back to normal."""
     client = await get_temporal(runtime)
     workflow_id = workflow_id_for(service)
-    handle = client.get_workflow_handle_for(EmergencyOverrideWorkflow.run, workflow_id)
+    handle = client.get_workflow_handle(workflow_id, result_type=EmergencyStatus)
     request = CancelRequest(reason=body.reason, requested_by=principal.subject)
     try:
         status = await _within_worker_wait(

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from api.app import create_app
 from api.auth import Role
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, SweepingMemoryStorage
 from switchyard.settings import Settings
 
 Token = Callable[..., str]
@@ -175,4 +175,6 @@ def test_the_memory_limiter_forgets_spent_windows(make_settings: Callable[..., S
     time.sleep(1.1)
     state = limiter.hit("frank", "POST")
     assert state is not None and not state.exceeded and state.remaining == 1
-    assert len(limiter.storage.storage) == 1  # type: ignore[attr-defined]
+    storage = limiter.storage
+    assert isinstance(storage, SweepingMemoryStorage)
+    assert len(storage.storage) == 1  # the spent window was swept, only the new one is left

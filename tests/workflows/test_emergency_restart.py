@@ -32,7 +32,7 @@ from store.models import Emergency
 from store.snapshot import load_snapshot
 from switchyard.settings import Settings
 from workflows.emergency import EmergencyOverrideWorkflow
-from workflows.emergency_types import EndReason
+from workflows.emergency_types import EmergencyStatus, EndReason
 from workflows.search import SEARCH_ATTRIBUTES
 
 pytestmark = [pytest.mark.devserver, pytest.mark.slow]
@@ -134,7 +134,7 @@ async def test_emergency_ends_after_worker_and_server_restart(
 
     with dev_server(db_file, port):
         client = await _connect(port)
-        handle = client.get_workflow_handle_for(EmergencyOverrideWorkflow.run, workflow_id)
+        handle = client.get_workflow_handle(workflow_id, result_type=EmergencyStatus)
         async with emergency_worker(client, task_queue, sessions, settings):
             back = time.monotonic()
             result = await asyncio.wait_for(handle.result(), timeout=60)
