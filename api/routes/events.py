@@ -32,6 +32,7 @@ MAX_TYPES = 50
 MAX_ID = 2**62
 MAX_SERVICE = 64
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_SERVICE = re.compile(r"^[A-Za-z0-9_.:\-]+$")  # as serviceName everywhere else
 # The subprotocol a browser offers alongside `bearer.<token>`; the server answers with it.
 SUBPROTOCOL = "switchyard.events.v1"
 TOKEN_PREFIX = "bearer."
@@ -70,16 +71,27 @@ class EventPage(ResponseModel):
     next_since: int
 
 
+class FilterError(ValueError):
+    """A malformed filter parameter; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def event_filter(types: str | None, service: str | None) -> EventFilter:
-    """The filter of `?types=a,b&service=s`; ValueError naming a malformed part."""
+    """The filter of `?types=a,b&service=s`; FilterError naming a malformed part."""
     names = frozenset(t.strip() for t in (types or "").split(",") if t.strip())
     if len(names) > MAX_TYPES:
-        raise ValueError(f"at most {MAX_TYPES} event types")
+        raise FilterError("types", f"at most {MAX_TYPES} event types")
     malformed = sorted(name for name in names if not _EVENT_TYPE.match(name))
     if malformed:
-        raise ValueError(f"not an event type: {malformed[0][:64]!r}")
+        raise FilterError("types", f"not an event type: {malformed[0][:64]!r}")
     if service is not None and len(service) > MAX_SERVICE:
-        raise ValueError(f"service names have at most {MAX_SERVICE} characters")
+        raise FilterError("service", f"service names have at most {MAX_SERVICE} characters")
+    # Also keeps out what the database refuses in a string (NUL) and what no catalog names.
+    if service and not _SERVICE.match(service):
+        raise FilterError("service", f"not a service name: {service[:64]!r}")
     return EventFilter(types=names, service=service or None)
 
 
@@ -121,9 +133,9 @@ async def get_events(
     """Events after `since` (an event id), at most `limit`, oldest first; for polling."""
     try:
         chosen = event_filter(types, service)
-    except ValueError as exc:
+    except FilterError as exc:
         raise ApiError(
-            422, "validation_error", str(exc), [{"field": "types", "message": str(exc)}]
+            422, "validation_error", str(exc), [{"field": exc.field, "message": str(exc)}]
         ) from exc
     cipher = FieldCipher(get_security(request).keyring)
     return Envelope(data=await asyncio.to_thread(_page, runtime, cipher, since, limit, chosen))

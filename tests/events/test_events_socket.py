@@ -322,3 +322,18 @@ def test_emergency_text_is_decrypted_for_clients(
         headers={"Authorization": f"Bearer {token(Role.viewer)}"},
     ).json()["data"]["events"]
     assert polled[0]["emergencyReason"] == "outage"
+
+
+def test_polling_refuses_a_malformed_service_filter_naming_the_field(
+    clean_store: Engine, make_settings: Callable[..., Settings], token: Callable[..., str]
+) -> None:
+    # A NUL byte reached PostgreSQL as a string literal and came back a 500.
+    app = create_app(make_settings(temporal_address="127.0.0.1:1"), prepare=False)
+    headers = {"Authorization": f"Bearer {token(Role.viewer)}"}
+    with TestClient(app) as client:
+        for service in ("str\x00ipe", "stripe;drop", " stripe"):
+            response = client.get(f"{BASE}/events", params={"service": service}, headers=headers)
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["details"][0]["field"] == "service"
+        ok = client.get(f"{BASE}/events", params={"service": "stripe"}, headers=headers)
+        assert ok.status_code == 200, ok.text
