@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -103,11 +102,7 @@ async def enforce_rate_limit(
 ) -> None:
     """Count the request against the principal's limit; 429 with Retry-After when spent."""
     limiter = get_security(request).limiter
-    hit = (principal.subject, request.method, route_class)
-    if limiter.blocking:  # a network round trip (Redis): off the event loop
-        state = await asyncio.to_thread(limiter.hit, *hit)
-    else:
-        state = limiter.hit(*hit)
+    state = await limiter.hit_async(principal.subject, request.method, route_class)
     if state is None:
         return
     request.state.rate_limit_headers = state.headers()

@@ -7,6 +7,7 @@ through and a warning logged: Redis being down must not take the API down with i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -132,6 +133,14 @@ class RateLimiter:
             reset_at=stats.reset_time,
             exceeded=not allowed,
         )
+
+    async def hit_async(
+        self, subject: str, method: str, route_class: str | None = None
+    ) -> RateLimitState | None:
+        """`hit` from the event loop: a network storage (Redis) is called off the loop."""
+        if self.blocking:
+            return await asyncio.to_thread(self.hit, subject, method, route_class)
+        return self.hit(subject, method, route_class)
 
     def describe(self, route_class: str) -> str:
         """The configured limit in words, e.g. '600 per 1 minute'."""

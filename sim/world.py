@@ -71,23 +71,7 @@ def load_catalog(service: str, path: Path = DEFAULT_CATALOG) -> Catalog:
     if service not in spec.services:
         raise KeyError(f"service {service!r} is not in {path}")
     entry = spec.services[service]
-    nodes = tuple(
-        ProviderNode(
-            node_id=n.id,
-            service=service,
-            provider_name=n.name,
-            region=n.region,
-            success_rate=n.success_rate,
-            cost_per_request=n.cost_per_request,
-            latency_ms=n.latency_ms,
-            health_score=n.health_score,
-            emergency_only=n.emergency_only,
-            enabled=n.enabled,
-            latency_slo_ms=n.latency_slo_ms,
-            error_rate_slo=n.error_rate_slo,
-        )
-        for n in entry.nodes
-    )
+    nodes = tuple(n.to_node(service) for n in entry.nodes)
     return Catalog(service, nodes, entry.budget.period, entry.budget.limit)
 
 

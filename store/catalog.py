@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from routing.types import BudgetPeriod
+from routing.types import BudgetPeriod, ProviderNode
 from store.models import NodeHealthRow, ProviderNodeRow, ProviderService
 
 
@@ -35,6 +35,23 @@ class NodeSpec(_Model):
     enabled: bool = True
     latency_slo_ms: float = Field(default=2000.0, alias="latencySloMs", gt=0)
     error_rate_slo: float = Field(default=5.0, alias="errorRateSlo", gt=0, le=100)
+
+    def to_node(self, service: str) -> ProviderNode:
+        """The routing value of this entry (the store's rows give the same: node_from_row)."""
+        return ProviderNode(
+            node_id=self.id,
+            service=service,
+            provider_name=self.name,
+            region=self.region,
+            success_rate=self.success_rate,
+            cost_per_request=self.cost_per_request,
+            latency_ms=self.latency_ms,
+            health_score=self.health_score,
+            emergency_only=self.emergency_only,
+            enabled=self.enabled,
+            latency_slo_ms=self.latency_slo_ms,
+            error_rate_slo=self.error_rate_slo,
+        )
 
 
 class BudgetSpec(_Model):

@@ -46,10 +46,9 @@ class Touches:
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What the writer did with a decision: booked (refusal None) or refused, and timings."""
+    """What the writer did with a decision: booked (refusal None) or refused."""
 
     refusal: Refusal | None
-    integration_ms: float = 0.0  # the batch's stream and monitoring statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +189,7 @@ def record_decisions(session: Session, drafts: Sequence[DecisionDraft]) -> list[
     audits = [c.audit for c in completed if c.audit is not None]
     if audits:
         append_audit(session, audits)
-    return [Recorded(d.refusal, integration_ms if d.refusal is None else 0.0) for d in drafts]
+    return [Recorded(d.refusal) for d in drafts]
 
 
 def _charge_emergencies(

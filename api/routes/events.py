@@ -192,11 +192,7 @@ async def _refusal(security: SecurityContext, principal: Principal) -> tuple[int
     """Why this principal may not stream events (role, rate limit), or None."""
     if not principal.can(Permission.read):
         return CLOSE_FORBIDDEN, "events need the 'read' permission"
-    limiter = security.limiter
-    if limiter.blocking:
-        state = await asyncio.to_thread(limiter.hit, principal.subject, "GET")
-    else:
-        state = limiter.hit(principal.subject, "GET")
+    state = await security.limiter.hit_async(principal.subject, "GET")
     if state is not None and state.exceeded:
         return CLOSE_RATE_LIMITED, f"rate limited; retry in {state.retry_after()} s"
     return None
