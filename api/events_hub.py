@@ -3,6 +3,8 @@
 The hub follows the outbox by id, and ids are commit-ordered (store/events.py): woken by a
 PostgreSQL NOTIFY on `switchyard_events` (with a slow safety poll), or polling on SQLite, it
 reads the events after the last one it dispatched and decodes each once, for every client.
+With no client connected it reads nothing and only keeps its position (the NOTIFY carries the
+newest id), so a busy API without dashboards pays no read per committed batch.
 Every API replica runs its own hub on the shared store, so an event committed anywhere
 (worker or API) reaches the clients of every replica.
 
@@ -314,6 +316,13 @@ class EventHub:
                 await asyncio.sleep(1.0)
 
     async def _catch_up(self) -> None:
+        if self.clients == 0:
+            # No client: follow the position only (a client that connects replays from the
+            # store up to it, then walks the backlog from there).
+            latest = await asyncio.to_thread(self._latest)
+            if self.clients == 0:  # still none: one that came meanwhile replays to `head`
+                self.head = max(self.head, latest)
+                return
         while True:
             size = self._page_size
             page = await asyncio.to_thread(self.read, self.head, size)
@@ -331,7 +340,11 @@ class EventHub:
                     await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     self.wake()  # events may have been committed while nobody listened
                     async for notice in conn.notifies():
-                        if not notice.payload.isdigit() or int(notice.payload) > self.head:
+                        newest = int(notice.payload) if notice.payload.isdigit() else None
+                        if newest is not None and self.clients == 0:
+                            # Nobody to feed: keep the position, read nothing.
+                            self.head = max(self.head, newest)
+                        elif newest is None or newest > self.head:
                             self.wake()
             except Exception as exc:
                 log.warning("events listener reconnecting: %s", exc.__class__.__name__)
