@@ -1,79 +1,83 @@
-"""Group commit for routing decisions: one writer thread per API process.
+"""Group commit for routing decisions: one writer per API process, on its event loop.
 
 Requests hand their decision to the writer and wait for its commit. While one transaction is
 in flight the next decisions queue up and go together in the following one, so the budget
 row locks, the statements and the commit's flush are paid once per batch instead of once per
 request. Nothing waits for a batch to fill: an idle writer commits a lone decision at once.
+
+On PostgreSQL the usual batch goes in two round trips on the writer's own connection, awaited
+on the event loop (store/decisions_pg.py): no thread, so no GIL hand-over per statement
+between the writer and the loop serving requests. Other batches (an emergency's cap, a budget
+running out) and every batch on SQLite go statement by statement in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-import queue
-import threading
-from concurrent.futures import Future, InvalidStateError
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import transaction
 from store.decisions import DecisionDraft, Recorded, record_decisions
+from store.decisions_pg import BatchConnection, record_in_two_round_trips
 
 log = logging.getLogger("switchyard.api")
 
-_STOP = object()
+_Pending = tuple[DecisionDraft, "asyncio.Future[Recorded]"]
 
 
 class DecisionWriter:
     """Records decisions in batches; `record` returns once the decision's batch committed."""
 
-    def __init__(self, sessions: sessionmaker[Session], max_batch: int = 128) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        max_batch: int = 128,
+        connection: BatchConnection | None = None,
+    ) -> None:
         self.sessions = sessions
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        # PostgreSQL: the usual batch goes in two round trips on this connection.
+        self.connection = connection
+        self._pending: list[_Pending] = []
+        self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.decisions = 0
 
-    def start(self) -> None:
-        """Start the writer thread (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Finish the queued decisions, then stop."""
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join(timeout=30)
-            self._thread = None
-
     async def record(self, draft: DecisionDraft) -> Recorded:
-        """Queue the decision and wait for its batch; raises what the batch raised."""
-        future: Future[Recorded] = Future()
-        self._queue.put((draft, future))
-        return await asyncio.wrap_future(future)
+        """Queue the decision and wait for its batch; raises what the batch raised.
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    self._queue.put(_STOP)  # finish this batch first, then stop
-                    break
-                batch.append(item)
-            self._write(batch)  # type: ignore[arg-type]
+        A request that goes away meanwhile does not take its decision with it: the batch is
+        the writer's task, not the request's.
+        """
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._pending.append((draft, future))
+        if self._task is None or self._task.done():
+            # A context of its own: the writer's logs are not the first request's.
+            self._task = asyncio.create_task(
+                self._drain(), name="decision-writer", context=contextvars.Context()
+            )
+        return await future
 
-    def _write(self, batch: list[tuple[DecisionDraft, Future[Recorded]]]) -> None:
+    async def stop(self) -> None:
+        """Finish the queued decisions, then close the connection."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: len(batch)]
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Pending]) -> None:
         try:
-            results = self._commit([draft for draft, _ in batch])
+            results = await self._commit([draft for draft, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], error=exc)
@@ -81,30 +85,39 @@ class DecisionWriter:
             # One bad decision must not fail the others: record each on its own.
             log.warning("decision batch of %d failed (%s); retrying one by one", len(batch), exc)
             for single in batch:
-                self._write([single])
+                await self._write([single])
             return
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result=result)
 
-    def _commit(self, drafts: list[DecisionDraft]) -> list[Recorded]:
+    async def _commit(self, drafts: list[DecisionDraft]) -> list[Recorded]:
         for draft in drafts:
             draft.refusal = None  # a retried batch starts over
-        with transaction(self.sessions) as session:
-            results = record_decisions(session, drafts)
+        results = None
+        if self.connection is not None:
+            results = await record_in_two_round_trips(self.connection, drafts)
+        if results is None:
+            results = await asyncio.to_thread(self._step_by_step, drafts)
         self.batches += 1
         self.decisions += sum(1 for r in results if r.refusal is None)
         return results
 
+    def _step_by_step(self, drafts: list[DecisionDraft]) -> list[Recorded]:
+        with transaction(self.sessions) as session:
+            return record_decisions(session, drafts)
+
 
 def _settle(
-    future: Future[Recorded], *, result: Recorded | None = None, error: Exception | None = None
+    future: asyncio.Future[Recorded],
+    *,
+    result: Recorded | None = None,
+    error: Exception | None = None,
 ) -> None:
     """Hand the outcome over unless the request went away (its decision is recorded anyway)."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            assert result is not None
-            future.set_result(result)
-    except InvalidStateError:
-        pass
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)

@@ -40,8 +40,8 @@ class ApiRuntime:
                 self._temporal = await connect(self.settings)
             return self._temporal
 
-    def close(self) -> None:
-        """Stop background work and release connections."""
-        self.decisions.stop()
+    async def close(self) -> None:
+        """Finish the queued decisions, stop background work and release connections."""
+        await self.decisions.stop()
         self.snapshot.stop()
         self.engine.dispose()

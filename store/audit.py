@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.base import utcnow
@@ -24,7 +24,7 @@ from store.models import AuditEntry
 
 GENESIS = "0" * 64
 # Any 64-bit constant, distinct from store/db.py's migration lock.
-_APPEND_LOCK_ID = 0x5357_4155_4449_54
+APPEND_LOCK_ID = 0x5357_4155_4449_54
 _FIELD_LIMITS = {
     "principal": 200,
     "role": 64,
@@ -81,18 +81,17 @@ def entry_hash(fields: dict[str, Any], prev_hash: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_HASHED = ("principal", "role", "action", "resource", "request_id", "outcome", "detail")
+
+
 def hashed_fields(entry: AuditEntry) -> dict[str, Any]:
     """The fields of a stored entry that its hash covers (everything but id and the hashes)."""
-    return {
-        "at": _iso(entry.at),
-        "principal": entry.principal,
-        "role": entry.role,
-        "action": entry.action,
-        "resource": entry.resource,
-        "request_id": entry.request_id,
-        "outcome": entry.outcome,
-        "detail": entry.detail,
-    }
+    return _hashed({name: getattr(entry, name) for name in ("at", *_HASHED)})
+
+
+def _hashed(row: dict[str, Any]) -> dict[str, Any]:
+    """hashed_fields of an entry's column values (no ORM object on the append path)."""
+    return {"at": _iso(row["at"]), **{name: row[name] for name in _HASHED}}
 
 
 def _clipped(record: AuditRecord) -> dict[str, str]:
@@ -112,24 +111,34 @@ def append(
     """
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPEND_LOCK_ID})
+        connection.exec_driver_sql(LOCK_SQL, {"k": APPEND_LOCK_ID})
     head = connection.execute(
         select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
     ).scalar()
-    prev_hash = head or GENESIS
+    rows = chain_rows(records, head or GENESIS, at or utcnow())
+    if not rows:
+        return []
+    ids = list(connection.execute(_insert_entries, rows).scalars())
+    check_chain_order(ids)
+    return [AuditEntry(id=entry_id, **row) for entry_id, row in zip(ids, rows, strict=True)]
+
+
+def chain_rows(records: list[AuditRecord], prev_hash: str, at: datetime) -> list[dict[str, Any]]:
+    """The rows of `records` appended after the entry whose hash is `prev_hash`."""
     rows = []
     for record in records:
         # JSON round trip: the hash must cover exactly what the database gives back.
         detail = json.loads(json.dumps(record.detail, default=str))
-        row = {"at": at or utcnow(), "detail": detail, **_clipped(record), "prev_hash": prev_hash}
-        row["hash"] = prev_hash = entry_hash(hashed_fields(AuditEntry(**row)), row["prev_hash"])
+        row = {"at": at, "detail": detail, **_clipped(record), "prev_hash": prev_hash}
+        row["hash"] = prev_hash = entry_hash(_hashed(row), row["prev_hash"])
         rows.append(row)
-    if not rows:
-        return []
-    ids = list(connection.execute(_insert_entries, rows).scalars())
+    return rows
+
+
+def check_chain_order(ids: list[int]) -> None:
+    """Entries must be numbered in the order they were chained."""
     if ids != sorted(ids):
         raise RuntimeError("audit entries were numbered out of chain order")
-    return [AuditEntry(id=entry_id, **row) for entry_id, row in zip(ids, rows, strict=True)]
 
 
 def append_entries(sessions: sessionmaker[Session], records: list[AuditRecord]) -> list[AuditEntry]:
@@ -181,3 +190,30 @@ def entries_since(session: Session, since: int, limit: int) -> list[AuditEntry]:
     """Entries with id > since, oldest first."""
     query = select(AuditEntry).where(AuditEntry.id > since).order_by(AuditEntry.id).limit(limit)
     return list(session.scalars(query))
+
+
+# PostgreSQL, for writers that send the statements of a transaction together (psycopg's
+# named parameters): take the lock, read the head, then append rows chained to it. One
+# statement whatever the number of rows, numbered in chain order.
+LOCK_SQL = "SELECT pg_advisory_xact_lock(%(k)s)"
+HEAD_SQL = "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1"
+APPEND_SQL = """
+    INSERT INTO audit_log
+        (at, principal, role, action, resource, request_id, outcome, detail, prev_hash, hash)
+    SELECT r.at, r.principal, r.role, r.action, r.resource, r.request_id, r.outcome, r.detail,
+           r.prev_hash, r.hash
+    FROM ROWS FROM (
+        json_to_recordset(CAST(%(rows)s AS JSON)) AS (
+            at TIMESTAMPTZ, principal TEXT, role TEXT, action TEXT, resource TEXT,
+            request_id TEXT, outcome TEXT, detail JSON, prev_hash TEXT, hash TEXT
+        )
+    ) WITH ORDINALITY
+        AS r(at, principal, role, action, resource, request_id, outcome, detail, prev_hash,
+             hash, ord)
+    ORDER BY r.ord
+"""
+
+
+def append_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of APPEND_SQL for rows made by chain_rows: one JSON document."""
+    return {"rows": json.dumps([row | {"at": row["at"].isoformat()} for row in rows])}

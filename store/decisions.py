@@ -160,13 +160,17 @@ class _Statements:
         self.insert_coordinations = insert(Coordination)
 
 
-_STATEMENTS = {name: _Statements(name) for name in ("postgresql", "sqlite")}
+STATEMENTS = {name: _Statements(name) for name in ("postgresql", "sqlite")}
 
 
 def record_decisions(session: Session, drafts: Sequence[DecisionDraft]) -> list[Recorded]:
-    """Charge, record and publish `drafts` in the session's transaction, in order."""
+    """Charge, record and publish `drafts` in the session's transaction, in order.
+
+    Statement by statement, on every backend and for every batch; on PostgreSQL the writer
+    sends the usual batch in two round trips instead (store/decisions_pg.py).
+    """
     connection = session.connection()
-    statements = _STATEMENTS[connection.dialect.name]
+    statements = STATEMENTS[connection.dialect.name]
     _charge_emergencies(
         connection, statements, [d for d in drafts if d.emergency_workflow_id is not None]
     )
@@ -179,10 +183,12 @@ def record_decisions(session: Session, drafts: Sequence[DecisionDraft]) -> list[
     if not accepted:
         return [Recorded(d.refusal) for d in drafts]
     started = time.perf_counter()
-    _touch_streams(connection, statements, accepted)
-    _touch_monitoring(connection, statements, accepted)
-    integration_ms = round((time.perf_counter() - started) * 1000, 3)
-    completed = [draft.complete(integration_ms) for draft in accepted]
+    streams, monitoring = stream_rows(accepted), monitoring_rows(accepted)
+    if streams:
+        connection.execute(statements.touch_streams, streams)
+    if monitoring:
+        connection.execute(statements.touch_monitoring, monitoring)
+    completed = complete_drafts(accepted, started)
     connection.execute(statements.insert_coordinations, [c.row for c in completed])
     for decision in completed:
         publish_many(session, decision.events)
@@ -190,6 +196,12 @@ def record_decisions(session: Session, drafts: Sequence[DecisionDraft]) -> list[
     if audits:
         append_audit(session, audits)
     return [Recorded(d.refusal) for d in drafts]
+
+
+def complete_drafts(drafts: list[DecisionDraft], integration_started: float) -> list[Completed]:
+    """Each accepted draft's row, events and audit entry, with the measured integration time."""
+    integration_ms = round((time.perf_counter() - integration_started) * 1000, 3)
+    return [draft.complete(integration_ms) for draft in drafts]
 
 
 def _charge_emergencies(
@@ -223,46 +235,65 @@ def _charge_emergencies(
         connection.execute(statements.set_emergency_spent, changed)
 
 
+@dataclass
+class BudgetGroup:
+    """The drafts of one batch charging one service's budget for one period."""
+
+    service: str
+    start: datetime
+    period: str
+    drafts: list[DecisionDraft]
+
+    @property
+    def limit(self) -> float:
+        return min(d.budget.limit for d in self.drafts if d.budget is not None)
+
+    @property
+    def total(self) -> float:
+        return sum(d.amount for d in self.drafts)
+
+    def charge_params(self) -> dict[str, Any]:
+        """Parameters of the conditional upsert booking the whole group at once."""
+        return {
+            "service": self.service,
+            "period_start": self.start,
+            "period": self.period,
+            "spent": self.total,
+            "decisions": len(self.drafts),
+            "limit": self.limit,
+        }
+
+
+def budget_groups(drafts: list[DecisionDraft]) -> list[BudgetGroup]:
+    """The drafts grouped by budget row, in key order (one lock order: no deadlock)."""
+    groups: dict[tuple[str, datetime], BudgetGroup] = {}
+    for draft in drafts:
+        assert draft.budget is not None
+        key = (draft.service, period_start(draft.budget.period, draft.at))
+        group = groups.setdefault(key, BudgetGroup(*key, draft.budget.period.value, []))
+        group.drafts.append(draft)
+    return [groups[key] for key in sorted(groups)]
+
+
 def _charge_budgets(
     connection: Connection, statements: _Statements, drafts: list[DecisionDraft]
 ) -> None:
     """Book each draft against its service's budget for the period, refusing past the limit."""
-    if not drafts:
-        return
-    keyed: dict[tuple[str, datetime], list[DecisionDraft]] = {}
-    periods: dict[tuple[str, datetime], str] = {}
-    for draft in drafts:
-        assert draft.budget is not None
-        key = (draft.service, period_start(draft.budget.period, draft.at))
-        keyed.setdefault(key, []).append(draft)
-        periods[key] = draft.budget.period.value
     changed = []
-    for service, start in sorted(keyed):  # one lock order for every writer: no deadlock
-        batch = keyed[(service, start)]
-        limit = min(d.budget.limit for d in batch if d.budget is not None)
-        total = sum(d.amount for d in batch)
+    for group in budget_groups(drafts):
         # Usually the whole batch fits: one conditional upsert books it (a prefix of a batch
         # that fits fits too, so that is the same as checking each decision in turn).
         booked_all = (
-            total <= limit
-            and connection.execute(
-                statements.charge_budget,
-                {
-                    "service": service,
-                    "period_start": start,
-                    "period": periods[(service, start)],
-                    "spent": total,
-                    "decisions": len(batch),
-                    "limit": limit,
-                },
-            ).first()
+            group.total <= group.limit
+            and connection.execute(statements.charge_budget, group.charge_params()).first()
         )
         if booked_all:
             continue
         # Not all of it fits: lock the row and take the decisions in arrival order.
+        service, start = group.service, group.start
         connection.execute(
             statements.ensure_budget,
-            {"service": service, "period_start": start, "period": periods[(service, start)]}
+            {"service": service, "period_start": start, "period": group.period}
             | {"spent": 0.0, "decisions": 0},
         )
         spent = float(
@@ -271,7 +302,7 @@ def _charge_budgets(
             ).scalar_one()
         )
         booked = 0
-        for draft in batch:
+        for draft in group.drafts:
             assert draft.budget is not None
             if spent + draft.amount <= draft.budget.limit:
                 spent += draft.amount
@@ -288,58 +319,46 @@ def _charge_budgets(
         connection.execute(statements.set_budget_spent, changed)
 
 
-def _touch_streams(
-    connection: Connection, statements: _Statements, drafts: list[DecisionDraft]
-) -> None:
-    """Register the batch's error streams, or count them seen again, in one upsert."""
+def stream_rows(drafts: list[DecisionDraft]) -> list[dict[str, Any]]:
+    """One upsert row per error stream the batch registers, counting its touches."""
     counts: dict[str, tuple[str, int, datetime]] = {}
     for draft in drafts:
         stream = draft.touches.stream_id
         if stream is not None:
             _, seen, _ = counts.get(stream, (draft.service, 0, draft.at))
             counts[stream] = (draft.service, seen + 1, draft.at)
-    if counts:
-        connection.execute(
-            statements.touch_streams,
-            [
-                {
-                    "stream_id": stream,
-                    "service": service,
-                    "status": "registered",
-                    "error_count": 0,
-                    "first_seen": at,
-                    "last_seen": at,
-                    "sync_count": seen,
-                    "cascading_services": [],
-                }
-                for stream, (service, seen, at) in sorted(counts.items())
-            ],
-        )
+    return [
+        {
+            "stream_id": stream,
+            "service": service,
+            "status": "registered",
+            "error_count": 0,
+            "first_seen": at,
+            "last_seen": at,
+            "sync_count": seen,
+            "cascading_services": [],
+        }
+        for stream, (service, seen, at) in sorted(counts.items())
+    ]
 
 
-def _touch_monitoring(
-    connection: Connection, statements: _Statements, drafts: list[DecisionDraft]
-) -> None:
-    """Record or refresh the batch's monitoring sessions in one upsert."""
+def monitoring_rows(drafts: list[DecisionDraft]) -> list[dict[str, Any]]:
+    """One upsert row per monitoring session the batch records or refreshes."""
     counts: dict[str, tuple[str, str | None, int, datetime]] = {}
     for draft in drafts:
         session_id = draft.touches.monitoring_session_id
         if session_id is not None:
             _, _, seen, _ = counts.get(session_id, (draft.service, None, 0, draft.at))
             counts[session_id] = (draft.service, draft.touches.stream_id, seen + 1, draft.at)
-    if counts:
-        connection.execute(
-            statements.touch_monitoring,
-            [
-                {
-                    "session_id": session_id,
-                    "service": service,
-                    "stream_id": stream,
-                    "active": True,
-                    "touches": seen,
-                    "started_at": at,
-                    "last_seen": at,
-                }
-                for session_id, (service, stream, seen, at) in sorted(counts.items())
-            ],
-        )
+    return [
+        {
+            "session_id": session_id,
+            "service": service,
+            "stream_id": stream,
+            "active": True,
+            "touches": seen,
+            "started_at": at,
+            "last_seen": at,
+        }
+        for session_id, (service, stream, seen, at) in sorted(counts.items())
+    ]

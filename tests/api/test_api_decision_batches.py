@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.coordinator import routing_request
@@ -15,6 +16,7 @@ from api.decision_writer import DecisionWriter
 from api.schemas.coordination import CoordinationRequest
 from routing.decide import decide
 from routing.types import BudgetPeriod, RoutingSnapshot
+from store.audit import AuditRecord, append_entry, verify_chain
 from store.base import utcnow
 from store.coordinations import coordination_values
 from store.db import transaction
@@ -25,8 +27,10 @@ from store.decisions import (
     Touches,
     record_decisions,
 )
+from store.decisions_pg import APPLICATION_NAME, BatchConnection
 from store.events import event_draft
 from store.models import (
+    AuditEntry,
     BudgetSpend,
     Coordination,
     Emergency,
@@ -52,6 +56,7 @@ def draft(
     monitoring: str | None = None,
     emergency: str | None = None,
     fail: bool = False,
+    audited: bool = False,
 ) -> DecisionDraft:
     """A stripe decision of `amount` whose completion writes a row and one event."""
     now = utcnow()
@@ -81,7 +86,8 @@ def draft(
             service="stripe",
             coordination_id=coordination_id,
         )
-        return Completed(row | {"estimated_cost": amount}, [event])
+        entry = audit_record(f"req_{n}") if audited else None
+        return Completed(row | {"estimated_cost": amount}, [event], entry)
 
     return DecisionDraft(
         coordination_id=coordination_id,
@@ -92,6 +98,18 @@ def draft(
         emergency_workflow_id=emergency,
         touches=Touches(stream_id=stream, monitoring_session_id=monitoring),
         complete=complete,
+    )
+
+
+def audit_record(request_id: str) -> AuditRecord:
+    return AuditRecord(
+        principal="bench",
+        role="operator",
+        action="POST execute-coordination",
+        resource="stripe",
+        request_id=request_id,
+        outcome="200",
+        detail={"coordinationId": request_id, "n": 1.5},
     )
 
 
@@ -199,51 +217,156 @@ def test_an_emergency_books_up_to_its_cap_and_an_ended_one_refuses(
         assert session.scalar(select(func.count()).select_from(BudgetSpend)) == 0
 
 
+WRITER_KINDS = ["step_by_step", "two_round_trips"]
+
+
+@pytest.fixture(params=WRITER_KINDS)
+def make_writer(
+    request: pytest.FixtureRequest, engine: Engine, sessions: sessionmaker[Session]
+) -> Callable[[], DecisionWriter]:
+    """Writers of the kind under test: statement by statement, or the PostgreSQL batch."""
+    if request.param == "step_by_step":
+        return lambda: DecisionWriter(sessions)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the two-round-trip batch is PostgreSQL's")
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return lambda: DecisionWriter(sessions, connection=BatchConnection(conninfo))
+
+
 async def test_the_writer_batches_concurrent_decisions(
-    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+    clean_store: Engine,
+    sessions: sessionmaker[Session],
+    snapshot: RoutingSnapshot,
+    make_writer: Callable[[], DecisionWriter],
 ) -> None:
-    writer = DecisionWriter(sessions)
-    writer.start()
+    writer = make_writer()
     try:
-        drafts = [draft(snapshot, n, amount=0.001, limit=1000.0) for n in range(60)]
+        drafts = [
+            draft(snapshot, n, amount=0.001, limit=1000.0, stream="s1", monitoring="m1")
+            for n in range(60)
+        ]
         results = await asyncio.gather(*(writer.record(d) for d in drafts))
     finally:
-        writer.stop()
+        await writer.stop()
     assert all(r.refusal is None for r in results)
     assert count(sessions, Coordination) == 60
     assert writer.decisions == 60
     assert writer.batches < 60  # decisions that arrive together share a transaction
+    assert spend(sessions) == (pytest.approx(0.06), 60)
+    with sessions() as session:
+        stream = session.scalars(select(ErrorStream)).one()
+        monitoring = session.scalars(select(MonitoringSession)).one()
+        events = list(session.scalars(select(Event.id).order_by(Event.id)))
+        rows = session.scalars(select(Coordination)).all()
+    assert (stream.sync_count, monitoring.touches) == (60, 60)
+    assert events == list(range(events[0], events[0] + 60))  # one each, no gap
+    # The stored answer carries the measured integration time of its own batch.
+    assert all(row.response["integrationMs"] > 0 for row in rows)
 
 
 async def test_one_bad_decision_does_not_fail_its_batch(
-    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+    clean_store: Engine,
+    sessions: sessionmaker[Session],
+    snapshot: RoutingSnapshot,
+    make_writer: Callable[[], DecisionWriter],
 ) -> None:
-    writer = DecisionWriter(sessions)
-    writer.start()
+    writer = make_writer()
     try:
         drafts = [draft(snapshot, n, amount=0.01, fail=n == 2) for n in range(5)]
         results = await asyncio.gather(*(writer.record(d) for d in drafts), return_exceptions=True)
+        # The writer goes on: what the failed batch had booked was rolled back, not kept.
+        after = await writer.record(draft(snapshot, 5, amount=0.01))
     finally:
-        writer.stop()
+        await writer.stop()
     assert [isinstance(r, ValueError) for r in results] == [False, False, True, False, False]
-    assert count(sessions, Coordination) == 4
-    assert spend(sessions) == (pytest.approx(0.04), 4)
+    assert after.refusal is None
+    assert count(sessions, Coordination) == 5
+    assert spend(sessions) == (pytest.approx(0.05), 5)
 
 
 async def test_two_writers_on_one_budget_never_overspend(
-    clean_store: Engine, sessions: sessionmaker[Session], snapshot: RoutingSnapshot
+    clean_store: Engine,
+    sessions: sessionmaker[Session],
+    snapshot: RoutingSnapshot,
+    make_writer: Callable[[], DecisionWriter],
 ) -> None:
     # Two API replicas: two writers charging the same row, each deciding on its own.
-    writers = [DecisionWriter(sessions), DecisionWriter(sessions)]
-    for writer in writers:
-        writer.start()
+    writers = [make_writer(), make_writer()]
     try:
         drafts = [draft(snapshot, n, amount=0.003) for n in range(80)]
         results = await asyncio.gather(*(writers[n % 2].record(d) for n, d in enumerate(drafts)))
     finally:
         for writer in writers:
-            writer.stop()
+            await writer.stop()
     booked = sum(1 for r in results if r.refusal is None)
     spent, decisions = spend(sessions)
     assert booked == decisions == count(sessions, Coordination) == 33  # floor(0.10 / 0.003)
     assert spent == pytest.approx(booked * 0.003) and spent <= LIMIT
+
+
+async def test_concurrent_writers_keep_the_audit_chain_and_the_event_order(
+    clean_store: Engine,
+    sessions: sessionmaker[Session],
+    snapshot: RoutingSnapshot,
+    make_writer: Callable[[], DecisionWriter],
+) -> None:
+    writers = [make_writer(), make_writer()]
+    try:
+        drafts = [draft(snapshot, n, amount=0.001, limit=1000.0, audited=True) for n in range(60)]
+        await asyncio.gather(*(writers[n % 2].record(d) for n, d in enumerate(drafts)))
+        # Another writer of the audit log (a route's own entry) moves the head between batches.
+        append_entry(sessions, audit_record("between"))
+        await asyncio.gather(
+            *(
+                writers[0].record(draft(snapshot, 60 + n, audited=True, amount=0.001, limit=1000.0))
+                for n in range(5)
+            )
+        )
+    finally:
+        for writer in writers:
+            await writer.stop()
+    with sessions() as session:
+        report = verify_chain(session)
+        entries = session.scalars(select(AuditEntry.request_id)).all()
+        events = list(session.scalars(select(Event.id).order_by(Event.id)))
+    assert report.ok and report.checked == 66
+    assert sorted(entries) == sorted([f"req_{n}" for n in range(65)] + ["between"])
+    assert events == list(range(events[0], events[0] + 65))
+
+
+def writer_backends(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(
+            conn.scalars(
+                text(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE application_name = :name AND datname = current_database()"
+                ),
+                {"name": APPLICATION_NAME},
+            )
+        )
+
+
+async def test_a_broken_connection_is_replaced_without_losing_the_batch(
+    clean_store: Engine,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    snapshot: RoutingSnapshot,
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the writer's own connection is PostgreSQL's")
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = BatchConnection(conninfo)
+    writer = DecisionWriter(sessions, connection=connection)
+    try:
+        assert (await writer.record(draft(snapshot, 0, amount=0.01))).refusal is None
+        first = writer_backends(engine)
+        with engine.begin() as admin:  # the server drops the writer's connection
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first[0]})
+        assert (await writer.record(draft(snapshot, 1, amount=0.01))).refusal is None
+        second = writer_backends(engine)
+        assert len(first) == len(second) == 1 and first != second
+    finally:
+        await writer.stop()
+    assert count(sessions, Coordination) == 2
+    assert spend(sessions) == (pytest.approx(0.02), 2)

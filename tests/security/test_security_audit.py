@@ -252,7 +252,9 @@ def test_a_decision_whose_entry_cannot_be_written_is_not_recorded(
     def refuse(*_: object) -> None:
         raise OperationalError("INSERT INTO audit_log", {}, Exception("audit database gone"))
 
+    # Both ways a decision batch is written (step by step, and two round trips on PostgreSQL).
     monkeypatch.setattr("store.decisions.append_audit", refuse)
+    monkeypatch.setattr("store.decisions_pg.chain_rows", refuse)
     response = api_client.post(COORDINATE, json=REQUEST, headers=auth(Role.operator))
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "database_unavailable"
@@ -275,6 +277,7 @@ def test_a_database_outage_answer_is_not_replaced_by_audit_unavailable(
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     monkeypatch.setattr("store.decisions.append_audit", down)
+    monkeypatch.setattr("store.decisions_pg.chain_rows", down)
     monkeypatch.setattr("api.audit.append_entries", down)
     response = api_client.post(COORDINATE, json=REQUEST, headers=auth(Role.operator))
     assert response.status_code == 503

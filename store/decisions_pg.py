@@ -1,0 +1,214 @@
+"""PostgreSQL: a batch of decisions in two round trips.
+
+On a small machine, waiting for the server's answer costs the client about as much CPU as the
+statement itself, and a batch recorded statement by statement (store/decisions.py) waits a
+dozen times. The writer's own connection sends each half of the transaction as one string
+of statements instead (values bound client-side by psycopg, quoted as literals):
+
+1. ``BEGIN``; the budget upserts (booking each group only if all of it fits); the stream and
+   monitoring upserts; the audit lock and the audit head. Its duration is the decision's
+   measured backend-integration time.
+2. The coordination rows, the audit entries chained to that head, the events (counter, rows
+   and NOTIFY in one statement, store/events.py) and ``COMMIT``.
+
+The events counter row, the one row every writer shares, is locked only inside the second
+string, right before COMMIT. A batch that is not the usual one (an emergency's cap to charge,
+a budget without room for all of it) is rolled back after the first string, or not started,
+and goes the step-by-step way, which takes the decisions one by one in arrival order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Json
+from sqlalchemy import JSON, Insert
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
+
+from store import audit
+from store.audit import chain_rows
+from store.base import utcnow
+from store.db import CONNECT_TIMEOUT_SECONDS
+from store.decisions import (
+    STATEMENTS,
+    DecisionDraft,
+    Recorded,
+    budget_groups,
+    complete_drafts,
+    monitoring_rows,
+    stream_rows,
+)
+from store.events import WRITE_ALL_SQL, number_drafts, write_all_params
+
+_DIALECT = postgresql_psycopg.dialect()
+APPLICATION_NAME = "switchyard-decision-writer"  # how pg_stat_activity shows the connection
+
+
+class _Statement:
+    """A statement of store/decisions.py as SQL text for rows with given columns."""
+
+    _cache: dict[tuple[int, tuple[str, ...]], _Statement] = {}
+
+    def __init__(self, statement: Insert, keys: tuple[str, ...]) -> None:
+        compiled = statement.compile(dialect=_DIALECT, column_keys=list(keys))
+        self.sql = str(compiled)
+        self.json = frozenset(c.key for c in statement.table.columns if isinstance(c.type, JSON))
+        # Values written into the statement itself (`active = true` on conflict, say).
+        self.fixed = {k: v for k, v in compiled.params.items() if k not in keys}
+
+    @classmethod
+    def of(cls, statement: Insert, row: dict[str, Any]) -> _Statement:
+        """`statement` for rows shaped like `row`, compiled once per shape."""
+        key = (id(statement), tuple(row))
+        found = cls._cache.get(key)
+        if found is None:
+            found = cls._cache[key] = cls(statement, key[1])
+        return found
+
+    def params(self, row: dict[str, Any]) -> dict[str, Any]:
+        return self.fixed | {k: Json(v) if k in self.json else v for k, v in row.items()}
+
+
+# Any number of coordination rows as one statement: the rows travel as one JSON document.
+_INSERT_COORDINATIONS = """
+    INSERT INTO coordinations SELECT * FROM json_populate_recordset(
+        NULL::coordinations, CAST(%(rows)s AS JSON)
+    )
+"""
+
+
+def _coordination_rows(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    document = [row | {"created_at": row["created_at"].isoformat()} for row in rows]
+    return _INSERT_COORDINATIONS, {"rows": json.dumps(document)}
+
+
+class BatchConnection:
+    """The decision writer's own connection: autocommit, transactions written out in text.
+
+    Opened on first use and again after it broke; a batch whose first string failed on a
+    broken connection is tried once more on a new one (nothing of it was committed).
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def cursor(self) -> psycopg.AsyncClientCursor[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name=APPLICATION_NAME,
+            )
+        return psycopg.AsyncClientCursor(self._conn)
+
+    async def discard(self) -> None:
+        """Drop the connection (it broke, or its transaction state is unknown)."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    async def close(self) -> None:
+        await self.discard()
+
+
+async def _send(
+    cursor: psycopg.AsyncClientCursor[Any], statements: list[tuple[str, Any]]
+) -> list[Any]:
+    """Run the statements as one string; each one's rows (None when it returns none)."""
+    query = ";\n".join(cursor.mogrify(sql, params) for sql, params in statements)
+    await cursor.execute(query)
+    results: list[Any] = []
+    while True:
+        results.append(await cursor.fetchall() if cursor.description is not None else None)
+        if not cursor.nextset():
+            return results
+
+
+async def record_in_two_round_trips(
+    connection: BatchConnection, drafts: Sequence[DecisionDraft]
+) -> list[Recorded] | None:
+    """Record the usual batch; None (nothing written) when it must go step by step."""
+    if any(d.emergency_workflow_id is not None for d in drafts):
+        return None
+    groups = budget_groups([d for d in drafts if d.budget is not None])
+    if any(group.total > group.limit for group in groups):
+        return None
+    statements = STATEMENTS["postgresql"]
+    first: list[tuple[str, Any]] = [("BEGIN", None)]
+    for group in groups:
+        first.append(_bound(statements.charge_budget, group.charge_params()))
+    first += [_bound(statements.touch_streams, row) for row in stream_rows(list(drafts))]
+    first += [_bound(statements.touch_monitoring, row) for row in monitoring_rows(list(drafts))]
+    first += [
+        (_COUNTER_SQL, None),
+        (audit.LOCK_SQL, {"k": audit.APPEND_LOCK_ID}),
+        (audit.HEAD_SQL, None),
+    ]
+    started = time.perf_counter()
+    answers = await _first_string(connection, first)
+    booked, counter, head = answers[1 : 1 + len(groups)], answers[-3], answers[-1]
+    # Not booked: another process spent the budget meanwhile. No counter row: a store being
+    # emptied; the step-by-step path puts it back.
+    if not all(booked) or not counter[0][0]:
+        await _rollback(connection)
+        return None
+    try:
+        completed = complete_drafts(list(drafts), started)
+        second: list[tuple[str, Any]] = [_coordination_rows([c.row for c in completed])]
+        audits = [c.audit for c in completed if c.audit is not None]
+        if audits:
+            rows = chain_rows(audits, head[0][0] if head else audit.GENESIS, utcnow())
+            second.append((audit.APPEND_SQL, audit.append_params(rows)))
+        events = [event for c in completed for event in c.events]
+        if events:
+            second.append((WRITE_ALL_SQL, write_all_params(events)))
+        second.append(("COMMIT", None))
+    except BaseException:  # a decision could not be completed: none of the batch is kept
+        await _rollback(connection)
+        raise
+    try:
+        answers = await _send(await connection.cursor(), second)
+    except BaseException:
+        await connection.discard()  # the server rolls back what it did not commit; start clean
+        raise
+    if events:
+        number_drafts(events, int(answers[-2][0][0]))
+    return [Recorded(None) for _ in drafts]
+
+
+_COUNTER_SQL = "SELECT EXISTS (SELECT FROM event_log_head)"
+
+
+def _bound(statement: Insert, row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    compiled = _Statement.of(statement, row)
+    return compiled.sql, compiled.params(row)
+
+
+async def _first_string(
+    connection: BatchConnection, statements: list[tuple[str, Any]]
+) -> list[Any]:
+    """Send the first half; once more on a new connection if the connection was broken."""
+    for attempt in (1, 2):
+        try:
+            return await _send(await connection.cursor(), statements)
+        except psycopg.OperationalError:
+            await connection.discard()
+            if attempt == 2:
+                raise
+        except BaseException:
+            await _rollback(connection)
+            raise
+    raise AssertionError("unreachable")
+
+
+async def _rollback(connection: BatchConnection) -> None:
+    try:
+        await (await connection.cursor()).execute("ROLLBACK")
+    except psycopg.Error:
+        await connection.discard()
