@@ -184,6 +184,12 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # No line shows the caller's file and line, the thread or the process: don't collect
+    # them (the logging HOWTO's "Optimization"; the caller's frame walk cost ~10 us a line).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()

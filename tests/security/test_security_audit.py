@@ -15,8 +15,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from api.audit import AuditWriter
+from api.audit import AuditWriter, document_summary
 from api.auth import Role
+from api.coordinator import audit_summary
 from store.audit import (
     GENESIS,
     AuditRecord,
@@ -84,6 +85,10 @@ def test_write_requests_are_audited_with_principal_role_request_id_and_decision(
     assert (first["requestId"], first["outcome"]) == ("trace-42", "200")
     assert first["detail"]["coordinationId"] == coordination_id
     assert first["detail"]["nodeId"] == "stripe_primary_us_east"
+    # The decision path reads its summary directly: the same as the generic scan finds.
+    envelope = response.json()
+    assert first["detail"] == {"method": "POST", **document_summary(envelope)}
+    assert audit_summary(envelope["data"]) == document_summary(envelope)
     assert first["prevHash"] == GENESIS and refused["prevHash"] == first["hash"]
     assert (refused["principal"], refused["role"], refused["outcome"]) == (
         "anonymous",
