@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -216,4 +217,4 @@ APPEND_SQL = """
 
 def append_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The parameters of APPEND_SQL for rows made by chain_rows: one JSON document."""
-    return {"rows": json.dumps([row | {"at": row["at"].isoformat()} for row in rows])}
+    return {"rows": orjson.dumps([row | {"at": row["at"].isoformat()} for row in rows]).decode()}

@@ -19,11 +19,11 @@ and goes the step-by-step way, which takes the decisions one by one in arrival o
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.types.json import Json
 from sqlalchemy import JSON, Insert
@@ -83,7 +83,7 @@ _INSERT_COORDINATIONS = """
 
 def _coordination_rows(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     document = [row | {"created_at": row["created_at"].isoformat()} for row in rows]
-    return _INSERT_COORDINATIONS, {"rows": json.dumps(document)}
+    return _INSERT_COORDINATIONS, {"rows": orjson.dumps(document).decode()}
 
 
 class BatchConnection:

@@ -15,12 +15,12 @@ one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Row,
@@ -239,7 +239,7 @@ def write_all_params(drafts: list[EventDraft]) -> dict[str, Any]:
         }
         for d in drafts
     ]
-    return {"n": len(drafts), "rows": json.dumps(rows)}
+    return {"n": len(drafts), "rows": orjson.dumps(rows).decode()}
 
 
 def number_drafts(drafts: list[EventDraft], last: int) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, get_args
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -90,4 +90,4 @@ async def _answer(request: Request, body: CoordinationRequest) -> Response:
     # Already in wire form (built from CoordinationResult): encoded once, not re-validated.
     envelope = {"success": True, "message": ANSWER_MESSAGE, "data": data}
     metrics.observe_decision(body.service_name, data)
-    return Response(json.dumps(envelope, separators=(",", ":")), media_type="application/json")
+    return Response(orjson.dumps(envelope), media_type="application/json")
