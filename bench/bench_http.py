@@ -115,6 +115,18 @@ def tree_cpu_seconds(pid: int) -> float:
     return total + sum(tree_cpu_seconds(int(child)) for child in children)
 
 
+def cpu_times() -> list[int]:
+    """The machine's aggregate CPU times in ticks (/proc/stat: user ... steal)."""
+    with open("/proc/stat") as stat:
+        return [int(v) for v in stat.readline().split()[1:9]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """Share of the machine's CPU time taken by the hypervisor for other guests (steal)."""
+    deltas = [b - a for a, b in zip(before, after, strict=True)]
+    return deltas[7] / sum(deltas) if sum(deltas) else 0.0
+
+
 def postgres_cpu_seconds() -> float:
     """CPU used so far by every postgres process on this machine (read-only /proc scan)."""
     total = 0.0
@@ -171,8 +183,12 @@ def markdown(result: LoadResult, args: argparse.Namespace, cpu: dict[str, float]
         f"{result.warmup:g} s warm-up, {os.cpu_count()} CPUs.",
         f"CPU over the {window:.0f} s run (1.0 = one core busy): API "
         f"{cpu['api'] / window:.2f}, PostgreSQL {cpu['postgres'] / window:.2f}, load generator "
-        f"{cpu['client'] / window:.2f}. Load generator start lag p99: "
+        f"{cpu['client'] / window:.2f}; stolen by the hypervisor: {cpu['steal']:.0%} of the "
+        "machine. Load generator start lag p99: "
         f"{s['dispatch_lag_p99_ms']} ms (included in the latencies).",
+        "Slowest second: p99 {1:.1f} ms in second {0:.0f} of the measured window.".format(
+            *result.worst_second()
+        ),
     ]
     if result.statuses:
         rows.append(f"Statuses: {dict(sorted(result.statuses.items()))}.")
@@ -266,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             token = issue_token(settings, subject="bench", roles=[Role.operator], ttl=3600)
             install_fast_loop()
             api_cpu, pg_cpu = tree_cpu_seconds(process.pid), postgres_cpu_seconds()
+            machine = cpu_times()
             started = time.monotonic()
             result = asyncio.run(
                 run_load(
@@ -284,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 "api": tree_cpu_seconds(process.pid) - api_cpu,
                 "postgres": postgres_cpu_seconds() - pg_cpu,
                 "client": result.client_cpu_seconds,
+                "steal": steal_share(machine, cpu_times()),
                 # An overloaded run lasts longer than planned while the backlog drains.
                 "elapsed": time.monotonic() - started,
             }

@@ -122,6 +122,7 @@ class LoadResult:
     unfinished: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    due_s: list[float] = field(default_factory=list)  # each latency's due time, run-relative
     dispatch_lag_ms: list[float] = field(default_factory=list)
     first_due: float = 0.0
     last_done: float = 0.0
@@ -134,6 +135,18 @@ class LoadResult:
         """Measured requests completed per second of the measured window."""
         window = self.last_done - self.first_due
         return self.completed / window if window > 0 else 0.0
+
+    def worst_second(self) -> tuple[float, float]:
+        """(start s, p99 ms) of the measured second whose p99 is highest: a stall shows here."""
+        seconds: dict[int, list[float]] = {}
+        for due, latency in zip(self.due_s, self.latencies_ms, strict=True):
+            seconds.setdefault(int(due), []).append(latency)
+        worst = (0.0, 0.0)
+        for second, values in seconds.items():
+            values.sort()
+            p99 = values[min(len(values) - 1, math.ceil(0.99 * len(values)) - 1)]
+            worst = max(worst, (p99, float(second)))
+        return worst[1], worst[0]
 
     def percentile(self, p: float) -> float:
         """Nearest-rank percentile of the measured latencies (ms)."""
@@ -335,6 +348,7 @@ async def run_load(
             if not result.sample_error:
                 result.sample_error = f"{status}: {payload[:300]!r}"
         result.latencies_ms.append((done - due) * 1000.0)
+        result.due_s.append(due - measure_from)
         result.last_done = max(result.last_done, done)
 
     last_report = t0

@@ -186,7 +186,7 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     # No line shows the caller's file and line, the thread or the process: don't collect
     # them (the logging HOWTO's "Optimization"; the caller's frame walk cost ~10 us a line).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

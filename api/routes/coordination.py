@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, get_args
 
 import orjson
@@ -32,7 +32,7 @@ class DirectRoute(APIRoute):
     declared model, errors located under `body` as FastAPI would.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         check = _declared_check(Operator)
 
         async def handle(request: Request) -> Response:
