@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import metrics
 from store.db import transaction
 from store.decisions import DecisionDraft, Recorded, record_decisions
 from store.decisions_pg import BatchConnection, record_in_two_round_trips
@@ -93,11 +95,14 @@ class DecisionWriter:
     async def _commit(self, drafts: list[DecisionDraft]) -> list[Recorded]:
         for draft in drafts:
             draft.refusal = None  # a retried batch starts over
+        started, path = time.perf_counter(), "two_round_trips"
         results = None
         if self.connection is not None:
             results = await record_in_two_round_trips(self.connection, drafts)
         if results is None:
+            path = "step_by_step"
             results = await asyncio.to_thread(self._step_by_step, drafts)
+        metrics.decision_batch(path, len(drafts), time.perf_counter() - started)
         self.batches += 1
         self.decisions += sum(1 for r in results if r.refusal is None)
         return results

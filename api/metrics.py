@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from prometheus_client import (
@@ -41,11 +41,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import AuthError, Permission
 from api.errors import error_response
-from api.runtime import ApiRuntime
 from routing.types import BreakerState
 from store.models import Emergency, ErrorStream
 from switchyard.logs import bind, log_context
 from switchyard.settings import Settings
+
+if TYPE_CHECKING:  # the runtime holds the decision writer, which reports here
+    from api.runtime import ApiRuntime
 
 log = logging.getLogger("switchyard.api")
 
@@ -75,6 +77,19 @@ DECISION_COST = Counter(
     "switchyard_decision_cost",
     "Estimated cost of the decisions answered, in the catalog's currency.",
     ["service"],
+    registry=REGISTRY,
+)
+DECISION_BATCH_SECONDS = Histogram(
+    "switchyard_decision_batch_seconds",
+    "Time to record one group-committed batch of decisions, by how it was written.",
+    ["path"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+DECISION_BATCH_SIZE = Histogram(
+    "switchyard_decision_batch_size",
+    "Decisions per group-committed batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
     registry=REGISTRY,
 )
 OUTCOMES = Counter(
@@ -112,6 +127,12 @@ def observe_decision(service: str, data: Mapping[str, Any]) -> None:
     )
     DECISION_COST.labels(service).inc(decision["estimatedCost"])
     bind(coordination_id=data["coordinationId"])
+
+
+def decision_batch(path: str, size: int, seconds: float) -> None:
+    """Count one recorded batch: `two_round_trips` or `step_by_step`, its size and time."""
+    DECISION_BATCH_SECONDS.labels(path).observe(seconds)
+    DECISION_BATCH_SIZE.observe(size)
 
 
 def outcomes_ingested(accepted: int, failed: int) -> None:

@@ -141,6 +141,35 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+def batch_summary(url: str, token: str) -> str:
+    """How the API's writer batched the decisions (its /metrics histograms), in one line.
+
+    With several workers, each scrape reaches one process: the figures are that one's.
+    """
+    try:
+        text = httpx.get(
+            f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ).text
+    except httpx.HTTPError as exc:
+        return f"Decision batches: /metrics unreadable ({exc.__class__.__name__})."
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith(("switchyard_decision_batch_size_", "switchyard_decision_batch_sec")):
+            values[name] = values.get(name, 0.0) + float(value)
+    batches = values.get("switchyard_decision_batch_size_count", 0.0)
+    if not batches:
+        return "Decision batches: none reported."
+    decisions = values.get("switchyard_decision_batch_size_sum", 0.0)
+    seconds = sum(
+        v for k, v in values.items() if k.startswith("switchyard_decision_batch_seconds_sum")
+    )
+    return (
+        f"Decision batches (one process): {batches:.0f}, {decisions / batches:.1f} decisions "
+        f"each on average, {seconds / batches * 1000:.2f} ms each on average."
+    )
+
+
 def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
     """Wait until the API answers /health (any status but a connection error)."""
     deadline = time.monotonic() + timeout
@@ -157,7 +186,9 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"the API did not answer /health within {timeout:.0f} s")
 
 
-def markdown(result: LoadResult, args: argparse.Namespace, cpu: dict[str, float]) -> str:
+def markdown(
+    result: LoadResult, args: argparse.Namespace, cpu: dict[str, float], batches: str
+) -> str:
     """The result as a markdown table."""
     s = result.summary()
     window = cpu["elapsed"]
@@ -189,6 +220,7 @@ def markdown(result: LoadResult, args: argparse.Namespace, cpu: dict[str, float]
         "Slowest second: p99 {1:.1f} ms in second {0:.0f} of the measured window.".format(
             *result.worst_second()
         ),
+        batches,
     ]
     if result.statuses:
         rows.append(f"Statuses: {dict(sorted(result.statuses.items()))}.")
@@ -305,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 # An overloaded run lasts longer than planned while the backlog drains.
                 "elapsed": time.monotonic() - started,
             }
+            batches = batch_summary(url, token)
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -314,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait()
             if not args.keep_db:
                 drop_database(args.admin_url, DATABASE)
-    print(markdown(result, args, cpu))
+    print(markdown(result, args, cpu, batches))
     print(f"\nCommand: `{command_line}`")
     print(f"API log: {log_path}")
     ok = result.non_2xx == 0 and result.transport_errors == 0 and result.unfinished == 0
