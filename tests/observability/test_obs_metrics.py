@@ -85,6 +85,16 @@ def test_counters_move_with_traffic(
     assert value(after, "switchyard_decision_seconds_count", service="stripe") - value(
         before, "switchyard_decision_seconds_count", service="stripe"
     ) == pytest.approx(3)
+    # Sequential requests: three batches of one, whichever way the store writes them.
+    batches = sum(
+        value(after, "switchyard_decision_batch_seconds_count", path=path)
+        - value(before, "switchyard_decision_batch_seconds_count", path=path)
+        for path in ("two_round_trips", "step_by_step")
+    )
+    assert batches == pytest.approx(3)
+    assert value(after, "switchyard_decision_batch_size_sum") - value(
+        before, "switchyard_decision_batch_size_sum"
+    ) == pytest.approx(3)
     cost = sum(d["routingDecision"]["estimatedCost"] for d in decisions)
     assert value(after, "switchyard_decision_cost_total", service="stripe") - value(
         before, "switchyard_decision_cost_total", service="stripe"
