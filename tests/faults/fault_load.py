@@ -24,13 +24,17 @@ from typing import Any
 
 import httpx
 
+from api.routes.emergency import WORKER_WAIT_SECONDS
+
 BASE = "/api/v1/enhanced-traffic-coordination"
 COORDINATE = f"{BASE}/execute-coordination"
 OUTCOMES = f"{BASE}/outcomes"
 ERRORS = f"{BASE}/backend-agent-error"
 EMERGENCY = f"{BASE}/emergency-override"
-# Attempts that give up after this long count as "no answer" (the server may still act).
-REQUEST_TIMEOUT = 20.0
+# Attempts that give up after this long count as "no answer" (the server may still act). Longer
+# than the API's own wait for a worker, after which it answers 504 itself: a caller that gave
+# up sooner would retry an emergency the worker is about to start, and be told it is running.
+REQUEST_TIMEOUT = WORKER_WAIT_SECONDS + 10.0
 RETRY_PAUSE = 0.25
 # A retried call gives up after this long; the checks then count it as not accepted.
 RETRY_FOR = 60.0
