@@ -20,6 +20,7 @@ from routing.recovery import (
     plan_recovery,
     strands_service,
 )
+from routing.retry import decide_retry
 from routing.selection import StrategyReason, choose_strategy
 from routing.strategies import effective_health, rank, select
 from routing.types import (
@@ -73,6 +74,7 @@ __all__ = [
     "choose_strategy",
     "confidence_score",
     "decide",
+    "decide_retry",
     "effective_health",
     "effective_remaining",
     "eligible_nodes",

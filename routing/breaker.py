@@ -2,9 +2,13 @@
 
 CLOSED -> OPEN when the calls counted since the breaker last closed show a failure rate or a
 slow-call rate at or above its threshold (over at least `minimum_calls`), or
-`consecutive_failures` failures in a row. OPEN -> HALF_OPEN when the break time is over; the
-break time doubles with each trip in a row (30 s, 60 s, 120 s, ... capped). HALF_OPEN admits
-`half_open_calls` probes: all succeed -> CLOSED, one fails (or is slow) -> OPEN again, longer.
+`consecutive_failures` failures in a row, or `rate_limited_calls` calls refused for rate
+limiting (HTTP 429). A refused call is not an answer: it counts neither as a failure nor as a
+success of the provider, only towards the rate-limit trip, whose reason (`rate_limited`) tells
+routing and the monitor that the provider is up and refusing volume. OPEN -> HALF_OPEN when
+the break time is over; the break time doubles with each trip in a row (30 s, 60 s, 120 s, ...
+capped). HALF_OPEN admits `half_open_calls` probes: all succeed -> CLOSED, one fails (or is
+slow, or refused) -> OPEN again, longer.
 An operator may force OPEN or CLOSED; a forced state holds until released (AUTO).
 
 Every function returns a new `BreakerStatus`; nothing here reads a clock or the store.
@@ -27,6 +31,7 @@ class BreakerReason(StrEnum):
     FAILURE_RATE = "failure_rate"
     CONSECUTIVE_FAILURES = "consecutive_failures"
     SLOW_CALLS = "slow_calls"
+    RATE_LIMITED = "rate_limited"
     PROBE_FAILED = "probe_failed"
     BREAK_OVER = "break_over"
     PROBES_SUCCEEDED = "probes_succeeded"
@@ -46,6 +51,10 @@ class BreakerConfig:
     base_break_seconds: float = 30.0
     max_break_seconds: float = 300.0
     half_open_calls: int = 3
+    # Calls refused for rate limiting among the counted ones that trip the breaker: a back-off
+    # like Retry-After's. Five, so that a chance burst over a per-second limit (one or two
+    # refusals) does not, and a sustained overload does within seconds.
+    rate_limited_calls: int = 5
     # A breaker that stayed CLOSED this long forgets its earlier trips (break time resets).
     trip_memory_seconds: float = 600.0
 
@@ -75,6 +84,7 @@ class CallStats:
     failures: int
     slow_calls: int
     consecutive_failures: int
+    refused: int = 0  # calls refused for rate limiting (not in `calls`)
 
     @property
     def failure_rate(self) -> float:
@@ -167,12 +177,13 @@ def evaluate(
         return status
     if stats.consecutive_failures >= config.consecutive_failures:
         return trip(status, now, BreakerReason.CONSECUTIVE_FAILURES.value, config)
-    if stats.calls < config.minimum_calls:
-        return status
-    if stats.failure_rate >= config.failure_rate_threshold:
-        return trip(status, now, BreakerReason.FAILURE_RATE.value, config)
-    if stats.slow_call_rate >= config.slow_call_rate_threshold:
-        return trip(status, now, BreakerReason.SLOW_CALLS.value, config)
+    if stats.calls >= config.minimum_calls:
+        if stats.failure_rate >= config.failure_rate_threshold:
+            return trip(status, now, BreakerReason.FAILURE_RATE.value, config)
+        if stats.slow_call_rate >= config.slow_call_rate_threshold:
+            return trip(status, now, BreakerReason.SLOW_CALLS.value, config)
+    if stats.refused >= config.rate_limited_calls:
+        return trip(status, now, BreakerReason.RATE_LIMITED.value, config)
     return status
 
 
@@ -204,14 +215,18 @@ def record(
     now: datetime,
     config: BreakerConfig,
     sequence: int = 0,
+    refused: bool = False,
 ) -> BreakerStatus:
     """Count one call's outcome: in HALF_OPEN it is a probe, elsewhere the window decides.
 
-    A probe that failed or was slow re-opens the breaker for a longer break; the
-    `half_open_calls`-th successful probe closes it and restarts its window after `sequence`.
+    A probe that failed or was slow re-opens the breaker for a longer break, one refused for
+    rate limiting too (reason `rate_limited`); the `half_open_calls`-th successful probe
+    closes it and restarts its window after `sequence`.
     """
     if status.forced is not None or status.state is not BreakerState.HALF_OPEN:
         return status
+    if refused:
+        return trip(status, now, BreakerReason.RATE_LIMITED.value, config)
     if not success or slow:
         return trip(status, now, BreakerReason.PROBE_FAILED.value, config)
     successes = status.half_open_successes + 1

@@ -19,11 +19,27 @@ from routing.types import (
 __all__ = ["NoEligibleNode", "UnknownService", "decide"]
 
 
-def decide(request: RoutingRequest, snapshot: RoutingSnapshot, now: datetime) -> RoutingDecision:
+def decide(
+    request: RoutingRequest,
+    snapshot: RoutingSnapshot,
+    now: datetime,
+    *,
+    rate_limited_eligible: bool = False,
+    hold_yields: bool = True,
+) -> RoutingDecision:
     """The node to serve ``request`` with, given the snapshot's state at ``now``.
 
     Raises UnknownService for a service outside the catalog and NoEligibleNode when every
-    node of the service is excluded.
+    node of the service is excluded. ``rate_limited_eligible`` admits nodes whose breaker is
+    open only for rate limiting (for a caller's retry, routing/retry.py).
+
+    A recovery's hold keeps traffic off the nodes it excludes while the rest of the service
+    can take it. When nothing else is eligible the hold yields: the request is routed as if
+    there were no override, so a held node whose breaker is not open serves rather than the
+    caller getting a 503 (holds that add up, a retry that excludes the node it failed on, or
+    the last node's breaker opening under a hold would otherwise strand the service).
+    ``hold_yields=False`` raises NoEligibleNode instead (routing/retry.py tries its other
+    tiers first).
     """
     service = request.service
     nodes = service_nodes(snapshot, service)
@@ -37,8 +53,28 @@ def decide(request: RoutingRequest, snapshot: RoutingSnapshot, now: datetime) ->
     override = override_for(request, snapshot)
 
     eligible, figures, exclusions = filter_nodes(
-        request, nodes, health, override, emergency_active, remaining
+        request,
+        nodes,
+        health,
+        override,
+        emergency_active,
+        remaining,
+        rate_limited_eligible=rate_limited_eligible,
     )
+    if not eligible and override is not None and hold_yields:
+        held = exclusions
+        override = None
+        eligible, figures, exclusions = filter_nodes(
+            request,
+            nodes,
+            health,
+            None,
+            emergency_active,
+            remaining,
+            rate_limited_eligible=rate_limited_eligible,
+        )
+        if not eligible:
+            exclusions = held
     if not eligible:
         raise NoEligibleNode(service, tuple(exclusions))
 

@@ -6,6 +6,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from routing.breaker import BreakerReason
 from routing.budget import server_remaining, tighter
 from routing.strategies import Figures
 from routing.types import (
@@ -75,11 +76,16 @@ def filter_nodes(
     override: RoutingOverride | None,
     emergency_active: bool,
     remaining: float | None,
+    *,
+    rate_limited_eligible: bool = False,
 ) -> tuple[list[ProviderNode], list[Figures], list[Exclusion]]:
     """Eligible nodes with their effective figures, and exclusions (first reason per node).
 
     The figures are (health, success rate, latency, failure probability) as the strategies
     score them; gathering them here saves the hot path a second health lookup per node.
+    ``rate_limited_eligible`` admits a node whose breaker is open only because the provider
+    refused calls for rate limiting (a caller's retry: one call, which a rate limit that
+    refuses volume still takes).
     """
     eligible: list[ProviderNode] = []
     figures: list[Figures] = []
@@ -114,7 +120,11 @@ def filter_nodes(
             )
             continue
         live = health.get(node_id)
-        if live is not None and live.breaker_state == BreakerState.OPEN:
+        if (
+            live is not None
+            and live.breaker_state == BreakerState.OPEN
+            and not (rate_limited_eligible and live.breaker_reason == BreakerReason.RATE_LIMITED)
+        ):
             exclusions.append(
                 Exclusion(node_id, ExclusionReason.BREAKER_OPEN, "circuit breaker is open")
             )

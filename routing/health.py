@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import NamedTuple
@@ -23,7 +23,12 @@ from routing.types import BreakerState, ProviderNode
 
 
 class Observation(NamedTuple):
-    """One reported call to a node; `sequence` orders arrivals (the outcome row id)."""
+    """One reported call to a node; `sequence` orders arrivals (the outcome row id).
+
+    `rate_limited`: the provider refused the call for rate limiting (HTTP 429) before doing
+    any work. Such a call is not an answer: it moves no health figure and no prediction, and
+    counts only towards the breaker's rate-limit trip (routing/breaker.py).
+    """
 
     # A NamedTuple rather than a frozen dataclass: ingestion builds one per window row, and
     # tuple construction is several times cheaper.
@@ -31,6 +36,7 @@ class Observation(NamedTuple):
     success: bool
     latency_ms: float
     sequence: int = 0
+    rate_limited: bool = False
 
 
 # Observations sort by (observed_at, sequence); a C-level key, since ingestion sorts often.
@@ -101,6 +107,13 @@ def recent(
     return kept[: config.window_size]
 
 
+def answered(observations: Sequence[Observation]) -> Sequence[Observation]:
+    """The observations the provider answered: those not refused for rate limiting."""
+    if not any(o.rate_limited for o in observations):
+        return observations
+    return [o for o in observations if not o.rate_limited]
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) with linear interpolation, as PostgreSQL percentile_cont."""
     if not values:
@@ -124,7 +137,9 @@ def health_figures(
     p50 and p95 (the catalog latency is the prior of both) and the health score, whose
     observed value is `health_score` of the window's own figures. With no observations the
     figures are the catalog's; n observations move the score by at most 100 n / (k + n).
+    Calls refused for rate limiting are not answers and are left out (n counts the others).
     """
+    window = answered(window)
     n = len(window)
     if n == 0:
         return HealthFigures(
@@ -198,7 +213,8 @@ def assess(
 
     `observations` holds the node's recent outcomes including `new` ones. The breaker first
     moves with time, then takes `new` in observation order (probes while HALF_OPEN), then a
-    CLOSED breaker judges the window calls that arrived after its last close.
+    CLOSED breaker judges the window calls that arrived after its last close. Calls refused
+    for rate limiting count only towards the breaker's rate-limit trip.
     """
     transitions: list[tuple[BreakerState, BreakerState, str]] = []
 
@@ -222,17 +238,21 @@ def assess(
                 now=now,
                 config=config.breaker,
                 sequence=latest,
+                refused=outcome.rate_limited,
             ),
         )
+    calls = answered(window)
     if current.state is BreakerState.CLOSED:
-        counted = ((o.success, o.latency_ms) for o in window if o.sequence > current.window_after)
-        current = step(
-            current,
-            breaker.evaluate(current, call_stats(counted, slow_ms), now, config.breaker),
-        )
-    figures = health_figures(node, window, config.health)
+        after = current.window_after
+        counted = ((o.success, o.latency_ms) for o in calls if o.sequence > after)
+        stats = call_stats(counted, slow_ms)
+        if calls is not window:
+            refused = sum(1 for o in window if o.rate_limited and o.sequence > after)
+            stats = replace(stats, refused=refused)
+        current = step(current, breaker.evaluate(current, stats, now, config.breaker))
+    figures = health_figures(node, calls, config.health)
     prediction = predict(
-        [Sample((now - o.observed_at).total_seconds(), o.success, o.latency_ms) for o in window],
+        [Sample((now - o.observed_at).total_seconds(), o.success, o.latency_ms) for o in calls],
         prior_success_rate=node.success_rate,
         error_rate_slo=node.error_rate_slo,
         latency_slo_ms=node.latency_slo_ms,
@@ -257,9 +277,14 @@ def detect_degradation(
     """The most serious reason to start a recovery for the node, or None.
 
     A forced breaker belongs to an operator (or to a recovery that ended unresolved): the
-    monitor leaves such a node alone.
+    monitor leaves such a node alone. So is a breaker open for rate limiting: the provider is
+    up and refuses volume, and the breaker's back-off is the answer to that, not a recovery
+    that fails the node over for minutes (an agent's `rate_limit_exceeded` report still
+    starts one, with the recovery table's quota row).
     """
     if status.forced is not None or not node.enabled:
+        return None
+    if status.state is BreakerState.OPEN and status.reason == BreakerReason.RATE_LIMITED:
         return None
 
     def degraded(error_type: str, severity: str, detail: str) -> Degradation:

@@ -107,9 +107,13 @@ def latency_forecast(
 ) -> tuple[float | None, float | None, float]:
     """(slope ms/s, forecast p95 ms, P(p95 above the SLO)) up to `horizon_seconds` ahead.
 
-    The line is never extended further ahead than the samples reach back (min(horizon,
-    span)): a burst of calls a second apart says nothing about the next minute, and its
-    noisy slope, extended 60 s, would make every node look about to fail.
+    The line is never extended further past its newest sample than the samples reach back
+    (min(horizon, span)): a burst of calls a second apart says nothing about the next minute,
+    and its noisy slope, extended 60 s, would make every node look about to fail. Measured
+    from the newest sample, not from now: a node that got no calls for minutes (held out by
+    a recovery) keeps the forecast its calls supported, where extending their line to now
+    and beyond made an idle node look ever more likely to fail the longer it sat idle (found
+    by the simulator: a predictive recovery then held out the service's only healthy backup).
     """
     n = len(samples)
     if n < 3:
@@ -117,7 +121,8 @@ def latency_forecast(
     # Time runs forward: a sample `age` seconds old sits at t = -age; "now" is t = 0.
     times = [-s.age_seconds for s in samples]
     values = [s.latency_ms for s in samples]
-    horizon_seconds = extrapolation(samples, horizon_seconds)
+    # The forecast instant: `extrapolation` past the newest sample (now, for a busy node).
+    ahead = max(times) + extrapolation(samples, horizon_seconds)
     t_mean = sum(times) / n
     y_mean = sum(values) / n
     sxx = sum((t - t_mean) ** 2 for t in times)
@@ -126,9 +131,9 @@ def latency_forecast(
     intercept = y_mean - slope * t_mean
     residuals = sum((y - intercept - slope * t) ** 2 for t, y in zip(times, values, strict=True))
     sigma = math.sqrt(residuals / (n - 2))
-    forecast_mean = intercept + slope * horizon_seconds
+    forecast_mean = intercept + slope * ahead
     forecast_p95 = forecast_mean + Z95 * sigma
-    leverage = 1.0 / n + ((horizon_seconds - t_mean) ** 2 / sxx if sxx > 1e-9 else 0.0)
+    leverage = 1.0 / n + ((ahead - t_mean) ** 2 / sxx if sxx > 1e-9 else 0.0)
     standard_error = sigma * math.sqrt(leverage)
     if standard_error <= 1e-9:
         probability = 1.0 if forecast_p95 > latency_slo_ms else 0.0
@@ -138,7 +143,7 @@ def latency_forecast(
 
 
 def extrapolation(samples: Sequence[Sample], horizon_seconds: float) -> float:
-    """How far ahead the latency line is extended: the horizon, at most the samples' span."""
+    """How far past its newest sample the latency line goes: the horizon, at most the span."""
     if not samples:
         return 0.0
     ages = [s.age_seconds for s in samples]

@@ -67,6 +67,7 @@ class ExclusionReason(StrEnum):
     EMERGENCY_ONLY = "emergency_only"
     COST_ABOVE_LIMIT = "cost_above_limit"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    UNHEALTHY_FOR_RETRY = "unhealthy_for_retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class NodeHealth:
     latency_ms: float
     breaker_state: BreakerState = BreakerState.CLOSED
     failure_probability: float = 0.0  # predicted probability of an SLO breach, 0..1
+    breaker_reason: str | None = None  # why the breaker last changed state (BreakerReason)
 
 
 @dataclass(frozen=True, slots=True)

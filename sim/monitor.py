@@ -53,6 +53,7 @@ class NodeState:
             latency_ms=self.figures.latency_p50_ms,
             breaker_state=self.status.state,
             failure_probability=self.failure_probability,
+            breaker_reason=self.status.reason,
         )
 
     def healthy(self) -> bool:
@@ -87,10 +88,20 @@ class Monitor:
     prediction: bool = True  # False: predictions are not used (probability 0, no recoveries)
     sequence: int = 0
 
-    def record(self, node_id: str, at: datetime, success: bool, latency_ms: float) -> None:
-        """A reported outcome, waiting for the next batch."""
+    def record(
+        self,
+        node_id: str,
+        at: datetime,
+        success: bool,
+        latency_ms: float,
+        *,
+        rate_limited: bool = False,
+    ) -> None:
+        """A reported outcome, waiting for the next batch (a 429 reported as such)."""
         self.sequence += 1
-        self.states[node_id].pending.append(Observation(at, success, latency_ms, self.sequence))
+        self.states[node_id].pending.append(
+            Observation(at, success, latency_ms, self.sequence, rate_limited)
+        )
 
     def ingest(self, now: datetime, t: float) -> bool:
         """Assess the nodes with new outcomes; True when the replicas would reload now."""

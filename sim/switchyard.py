@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from routing.decide import decide
 from routing.health import Degradation, MonitoringConfig
 from routing.recovery import Severity, choose_recovery, plan_recovery, strands_service
+from routing.retry import decide_retry
 from routing.types import (
     BudgetState,
     EmergencyState,
@@ -34,7 +35,7 @@ from sim.monitor import Monitor, NodeState, fresh_state, without_prediction
 from sim.policy import Call
 from sim.recovery import Effect, RecoveryRun
 from sim.scenario import Emergency, RequestProfile
-from sim.world import Attempt, Catalog, SimNode
+from sim.world import Attempt, AttemptKind, Catalog, SimNode
 from workflows.emergency_types import DEFAULT_POLL_SECONDS
 from workflows.recovery_types import RecoveryConfig
 
@@ -82,8 +83,9 @@ class SwitchyardPolicy:
     ) -> None:
         self.name = "switchyard" if prediction else "switchyard-no-prediction"
         if not strand_guard:
-            # Not the live system: the monitor before its strand guard, an ablation that keeps
-            # the finding reproducible (docs/SIMULATION.md).
+            # Not the live system: the monitor before its strand guard and routing before
+            # recovery holds yielded, an ablation that keeps the finding reproducible
+            # (docs/SIMULATION.md).
             self.name += "-unguarded"
         self.strand_guard = strand_guard
         self.service = catalog.service
@@ -125,18 +127,16 @@ class SwitchyardPolicy:
             failed_providers=frozenset(call.tried),
         )
         snapshot = self._decision_snapshot(call)
+        # The ablation has neither protection against stranding: no strand guard, and
+        # recovery holds that never yield.
+        yields = self.strand_guard
         try:
-            decision = decide(request, snapshot, at(call.t))
+            if call.tried:
+                decision = decide_retry(request, snapshot, at(call.t), hold_yields=yields)
+            else:
+                decision = decide(request, snapshot, at(call.t), hold_yields=yields)
         except NoEligibleNode:
-            if not call.tried:
-                return None
-            # The client's rule for every policy: a retry avoids the nodes it tried when the
-            # policy has another one, and otherwise takes the policy's pick.
-            anywhere = replace(request, failed_providers=frozenset())
-            try:
-                decision = decide(anywhere, snapshot, at(call.t))
-            except NoEligibleNode:
-                return None
+            return None
         self._used_emergency = decision.emergency_applied
         return decision.node.node_id
 
@@ -152,8 +152,11 @@ class SwitchyardPolicy:
         return True
 
     def observe(self, node_id: str, attempt: Attempt, t: float) -> None:
-        """The caller's outcome report, counted at the next batch."""
-        self.monitor.record(node_id, at(t), attempt.success, attempt.latency_ms)
+        """The caller's outcome report, counted at the next batch (a 429 reported as one)."""
+        limited = attempt.kind is AttemptKind.RATE_LIMITED
+        self.monitor.record(
+            node_id, at(t), attempt.success, attempt.latency_ms, rate_limited=limited
+        )
 
     # ---- the control plane ----
 

@@ -233,3 +233,20 @@ def test_any_sequence_keeps_the_invariants(events: list[tuple[bool, bool, float]
         if status.state is BreakerState.HALF_OPEN:
             assert status.open_until is None
             assert status.half_open_successes < CONFIG.half_open_calls
+
+
+# ---- rate limiting ----
+
+
+def test_refused_calls_trip_for_rate_limiting_without_minimum_calls() -> None:
+    refusals = CONFIG.rate_limited_calls
+    opened = evaluate(CLOSED, CallStats(3, 0, 0, 0, refused=refusals), NOW, CONFIG)
+    assert opened.state is BreakerState.OPEN
+    assert opened.reason == BreakerReason.RATE_LIMITED
+    assert opened.open_until == at(30)
+    assert evaluate(CLOSED, CallStats(40, 0, 0, 0, refused=refusals - 1), NOW, CONFIG) == CLOSED
+
+
+def test_failures_name_the_trip_before_refusals_do() -> None:
+    both = CallStats(20, 5, 0, 0, refused=CONFIG.rate_limited_calls)
+    assert evaluate(CLOSED, both, NOW, CONFIG).reason == BreakerReason.FAILURE_RATE

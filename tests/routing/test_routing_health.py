@@ -224,3 +224,44 @@ def test_old_observations_age_out_and_the_figures_return_to_the_catalog() -> Non
     later = assess(STRIPE, BreakerStatus(), window, [], _at(301), MONITORING)
     assert later.figures == health_figures(STRIPE, [], CONFIG)
     assert later.prediction.failure_probability == 0.0
+
+
+# ---- calls refused for rate limiting ----
+
+
+def refused(count: int, first_seq: int) -> list[Observation]:
+    """`count` fresh 429s: refused at once, before any work."""
+    return [Observation(NOW, False, 25.0, first_seq + i, rate_limited=True) for i in range(count)]
+
+
+def test_refused_calls_move_no_health_figure() -> None:
+    answered = window_of(1, 60)
+    with_refusals = answered + refused(40, first_seq=100)
+    assert health_figures(STRIPE, with_refusals, CONFIG) == health_figures(STRIPE, answered, CONFIG)
+    assert health_figures(STRIPE, refused(10, 1), CONFIG) == health_figures(STRIPE, [], CONFIG)
+
+
+def test_refusals_trip_the_breaker_for_rate_limiting_and_start_no_recovery() -> None:
+    answered = window_of(0, 60)
+    few = refused(MONITORING.breaker.rate_limited_calls - 1, first_seq=100)
+    calm = assess(STRIPE, BreakerStatus(), answered + few, few, NOW, MONITORING)
+    assert calm.breaker.state is BreakerState.CLOSED
+
+    more = refused(MONITORING.breaker.rate_limited_calls, first_seq=100)
+    assessed = assess(STRIPE, BreakerStatus(), answered + more, more, NOW, MONITORING)
+    assert assessed.breaker.state is BreakerState.OPEN
+    assert assessed.breaker.reason == "rate_limited"
+    assert assessed.degradation is None  # the back-off is the answer, not a failover
+    assert assessed.figures == health_figures(STRIPE, answered, CONFIG)
+    assert assessed.prediction.failure_probability < 0.01
+
+
+def test_a_refused_probe_reopens_the_breaker_for_rate_limiting() -> None:
+    opened = trip(BreakerStatus(), NOW - timedelta(seconds=40), "rate_limited", MONITORING.breaker)
+    probe = refused(1, first_seq=500)
+    assessed = assess(STRIPE, opened, probe, probe, NOW, MONITORING)
+    assert [(a.value, b.value, why) for a, b, why in assessed.transitions] == [
+        ("OPEN", "HALF_OPEN", "break_over"),
+        ("HALF_OPEN", "OPEN", "rate_limited"),
+    ]
+    assert assessed.breaker.trips == 2  # a longer break

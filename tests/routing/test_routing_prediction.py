@@ -138,3 +138,22 @@ def test_a_latency_ramp_is_predicted_before_it_breaches_the_slo() -> None:
     assert p95_when_predicted is not None and p95_when_predicted < SAMSARA.latency_slo_ms
     # Caught with time to act: at least half the prediction horizon before the breach.
     assert breached_at - predicted_at >= CONFIG.horizon_seconds / 2
+
+
+def test_an_idle_node_does_not_look_likelier_to_fail_the_longer_it_is_idle() -> None:
+    """A recovery holds the node out: its window ages with no new calls."""
+    calls = [Sample(i / 2, i % 7 != 0, 300 + 40 * math.sin(i * 1.3)) for i in range(15)]
+    idle = [
+        predict(
+            [Sample(s.age_seconds + extra, s.success, s.latency_ms) for s in calls],
+            prior_success_rate=98.8,
+            error_rate_slo=5.0,
+            latency_slo_ms=2000,
+            config=CONFIG,
+        )
+        for extra in (0, 60, 120, 240)
+    ]
+    latency = [p.latency_breach_probability for p in idle]
+    assert latency == [latency[0]] * len(latency)  # the line is not extended to now
+    probabilities = [p.failure_probability for p in idle]
+    assert probabilities == sorted(probabilities, reverse=True)

@@ -1,0 +1,119 @@
+"""A caller's retry: the node for the next attempt of a request whose attempts failed.
+
+The caller names the nodes its request already failed on (`failed_providers`). A node's
+failure is evidence against it — the rarer its failures, the more one of them says that
+something changed — so the retry goes elsewhere when another node is healthy. Going
+elsewhere is not worth any price, though: a node that is itself failing its SLOs (or whose
+breaker is probing it after trips) is a worse bet than a healthy node that failed once. In
+order, first match wins:
+
+1. an untried node that is healthy;
+2. a tried node that is healthy;
+3. an untried node;
+4. any node, and only then a node a recovery holds out (as `decide` lets a hold yield).
+
+Healthy, on the snapshot's figures: the breaker is not half-open, the success rate is within
+the error-rate SLO, the latency within the latency SLO, and an SLO breach is not predicted
+more likely than not. The success rate is the blended one (the catalog counts as 20 calls),
+so one chance failure among a few calls does not make a node unhealthy, several do; the
+health score is not used, because it moves by tens of points on one failure when a node has
+had few calls. Within a tier the request's strategy picks, as for a first attempt. A node
+whose breaker is open only for rate limiting takes retries: a rate limit refuses volume, and
+a retry is one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from routing.decide import decide
+from routing.eligibility import service_nodes
+from routing.strategies import effective_health
+from routing.types import (
+    BreakerState,
+    Exclusion,
+    ExclusionReason,
+    NodeHealth,
+    NoEligibleNode,
+    ProviderNode,
+    RoutingDecision,
+    RoutingRequest,
+    RoutingSnapshot,
+)
+
+# A node predicted to breach an SLO with at least this probability: more likely than not.
+LIKELY = 0.5
+
+
+def unhealthy_because(node: ProviderNode, live: NodeHealth) -> str | None:
+    """Why the node's figures make it a poor retry target, or None when they do not.
+
+    An open breaker is eligibility's business (it excludes the node, unless the breaker is
+    open only for rate limiting, which leaves the node a sound target for one call).
+    """
+    if live.breaker_state is BreakerState.HALF_OPEN:
+        return "breaker half-open"
+    slo = 100.0 - node.error_rate_slo
+    if live.success_rate < slo:
+        return f"success rate {live.success_rate:g}% below the SLO {slo:g}%"
+    if live.latency_ms > node.latency_slo_ms:
+        return f"latency {live.latency_ms:g} ms above the SLO {node.latency_slo_ms:g} ms"
+    if live.failure_probability >= LIKELY:
+        return f"an SLO breach predicted (p={live.failure_probability:g})"
+    return None
+
+
+def decide_retry(
+    request: RoutingRequest,
+    snapshot: RoutingSnapshot,
+    now: datetime,
+    *,
+    hold_yields: bool = True,
+) -> RoutingDecision:
+    """The node for a retry of ``request``, which failed on ``request.failed_providers``.
+
+    Raises UnknownService and NoEligibleNode as `decide` does (the latter only when no node
+    of the service is eligible at all); ``hold_yields`` as for `decide`.
+    """
+    tried = request.failed_providers
+    unhealthy: dict[str, str] = {}
+    for node in service_nodes(snapshot, request.service):
+        why = unhealthy_because(node, effective_health(node, snapshot.health))
+        if why is not None:
+            unhealthy[node.node_id] = why
+    avoided = frozenset(unhealthy)
+    tiers: tuple[frozenset[str], ...] = (tried | avoided, avoided, tried, frozenset())
+    error: NoEligibleNode | None = None
+    for number, avoid in enumerate(tiers, start=1):
+        try:
+            decision = decide(
+                replace(request, failed_providers=avoid),
+                snapshot,
+                now,
+                rate_limited_eligible=True,
+                # A recovery's hold yields only once no tier has a node outside it.
+                hold_yields=hold_yields and number == len(tiers),
+            )
+        except NoEligibleNode as exc:
+            error = exc
+            continue
+        return replace(decision, exclusions=_explained(decision.exclusions, tried, unhealthy))
+    assert error is not None
+    raise error
+
+
+def _explained(
+    exclusions: tuple[Exclusion, ...], tried: frozenset[str], unhealthy: dict[str, str]
+) -> tuple[Exclusion, ...]:
+    """Exclusions with the nodes held back only for their health named as such."""
+    return tuple(
+        Exclusion(
+            e.node_id,
+            ExclusionReason.UNHEALTHY_FOR_RETRY,
+            f"a retry avoids it: {unhealthy[e.node_id]}",
+        )
+        if e.reason is ExclusionReason.FAILED_PROVIDER and e.node_id not in tried
+        else e
+        for e in exclusions
+    )

@@ -1,0 +1,82 @@
+"""Rate limits under simulation: 429s back the node off, retries still reach it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from routing.breaker import BreakerReason
+from routing.types import BreakerState
+from sim.engine import Engine
+from sim.policy import Call
+from sim.runner import POLICIES, scenario_catalog
+from sim.scenario import load_scenario
+from sim.switchyard import SwitchyardPolicy
+from sim.world import Attempt, AttemptKind, World
+
+MAPBOX = "mapbox_primary"
+GOOGLE = "google_maps"
+
+
+@dataclass
+class Watched:
+    """Switchyard, recording its picks with Mapbox's breaker as the picking snapshot had it."""
+
+    policy: SwitchyardPolicy
+    picks: list[tuple[tuple[str, ...], str | None, BreakerState, str | None]] = field(
+        default_factory=list
+    )
+    refusals: int = 0
+    name: str = "switchyard"
+
+    def choose(self, call: Call) -> str | None:
+        health = self.policy._snapshot.health[MAPBOX]
+        node = self.policy.choose(call)
+        self.picks.append((call.tried, node, health.breaker_state, health.breaker_reason))
+        return node
+
+    def observe(self, node_id: str, attempt: Attempt, t: float) -> None:
+        self.refusals += attempt.kind is AttemptKind.RATE_LIMITED
+        self.policy.observe(node_id, attempt, t)
+
+    def tick(self, t: float) -> None:
+        self.policy.tick(t)
+
+    def covers(self, cost: float, t: float) -> bool:
+        return self.policy.covers(cost, t)
+
+
+def run_maps_peak(seconds: float = 1100.0) -> tuple[SwitchyardPolicy, Watched]:
+    scenario = load_scenario("mapbox_rate_limit").truncated(seconds)
+    world = World(scenario, scenario_catalog(scenario), 1)
+    nodes = world.nodes()
+    policy = POLICIES["switchyard"](world, nodes)
+    assert isinstance(policy, SwitchyardPolicy)
+    watched = Watched(policy)
+    Engine(world, watched, nodes).run()
+    return policy, watched
+
+
+def test_a_rate_limit_backs_the_node_off_and_starts_no_recovery() -> None:
+    policy, watched = run_maps_peak()
+
+    limited = [p for p in watched.picks if p[2] is BreakerState.OPEN]
+    assert limited, "Mapbox's breaker never opened at the peak"
+    assert {reason for *_, reason in limited} == {BreakerReason.RATE_LIMITED.value}
+    assert policy.monitor.states[MAPBOX].status.trips >= 2  # backed off again, for longer
+    # A quota is not an outage: no recovery holds Mapbox out.
+    assert not any(MAPBOX in run.failed for run in policy.recoveries.values())
+    # The refusals moved none of Mapbox's figures.
+    figures = policy.monitor.states[MAPBOX].figures
+    assert figures.success_rate > 99.0
+    assert watched.refusals > 0
+
+
+def test_first_attempts_leave_a_backed_off_node_alone_and_retries_use_it() -> None:
+    _, watched = run_maps_peak()
+
+    while_open = [p for p in watched.picks if p[2] is BreakerState.OPEN]
+    first = [node for tried, node, *_ in while_open if not tried]
+    retries = [node for tried, node, *_ in while_open if tried == (GOOGLE,)]
+    assert first and MAPBOX not in first
+    # One call is what a retry is, and a rate limit refuses volume, not calls.
+    assert retries and set(retries) == {MAPBOX}
