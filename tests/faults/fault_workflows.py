@@ -26,9 +26,7 @@ from store.models import (
     Event,
     RoutingOverrideRow,
 )
-from workflows.emergency import EmergencyOverrideWorkflow
 from workflows.emergency_types import EmergencyStatus
-from workflows.recovery import ErrorRecoveryWorkflow
 from workflows.recovery_types import TERMINAL_PHASES, RecoveryPhase, RecoveryStatus
 
 RECOVERY = "ErrorRecoveryWorkflow"
@@ -85,8 +83,8 @@ async def check_recoveries(
         )
         if execution.status != WorkflowExecutionStatus.COMPLETED:
             continue
-        handle = client.get_workflow_handle_for(
-            ErrorRecoveryWorkflow.run, execution.id, run_id=execution.run_id
+        handle = client.get_workflow_handle(
+            execution.id, run_id=execution.run_id, result_type=RecoveryStatus
         )
         status = await handle.result(follow_runs=False)
         runs[execution.id].append(status)
@@ -223,8 +221,8 @@ async def check_emergencies(
             f"emergency {execution.id} run {execution.run_id} is {execution.status}",
         )
         if execution.status == WorkflowExecutionStatus.COMPLETED:
-            handle = client.get_workflow_handle_for(
-                EmergencyOverrideWorkflow.run, execution.id, run_id=execution.run_id
+            handle = client.get_workflow_handle(
+                execution.id, run_id=execution.run_id, result_type=EmergencyStatus
             )
             status = await handle.result(follow_runs=False)
             ended[status.coordination_id] = status
