@@ -67,9 +67,10 @@ _CATALOG = tuple(_nodes.c[name].label(f"catalog_{name}") for name in _CATALOG_FI
 # index scan even before the table has statistics; with the bound inside, a fresh table's
 # default estimates made it scan and sort every recent row of the node.
 _WINDOWS_LATERAL = text(
-    "SELECT w.node_id, w.id, w.success, w.latency_ms, w.observed_at"
+    "SELECT w.node_id, w.id, w.success, w.latency_ms, w.observed_at, w.error_code"
     " FROM unnest(CAST(:node_ids AS varchar[])) AS n(node_id)"
-    " CROSS JOIN LATERAL (SELECT o.node_id, o.id, o.success, o.latency_ms, o.observed_at"
+    " CROSS JOIN LATERAL (SELECT o.node_id, o.id, o.success, o.latency_ms, o.observed_at,"
+    " o.error_code"
     " FROM outcomes o WHERE o.node_id = n.node_id"
     " ORDER BY o.observed_at DESC, o.id DESC LIMIT :size) AS w"
     " WHERE w.observed_at >= :since"
@@ -226,6 +227,7 @@ def load_windows(
                 _outcomes.c.success,
                 _outcomes.c.latency_ms,
                 _outcomes.c.observed_at,
+                _outcomes.c.error_code,
             )
             .where(_outcomes.c.node_id == node_id, _outcomes.c.observed_at >= since)
             .order_by(_outcomes.c.observed_at.desc(), _outcomes.c.id.desc())
@@ -234,9 +236,27 @@ def load_windows(
             for node_id in node_ids
         ]
         rows = session.execute(union_all(*(select(part) for part in parts))).all()
-    for node_id, sequence, success, latency, observed_at in rows:
-        windows[node_id].append(Observation(_aware(observed_at), success, latency, sequence))
+    for node_id, sequence, success, latency, observed_at, error_code in rows:
+        windows[node_id].append(
+            Observation(
+                _aware(observed_at),
+                success,
+                latency,
+                sequence,
+                is_rate_limited(success, error_code),
+            )
+        )
     return windows
+
+
+# The error codes of a failed outcome that mean "refused for rate limiting" (HTTP 429):
+# the provider did no work, so the call is a refusal, not evidence of an outage.
+RATE_LIMIT_CODES = frozenset({"429", "rate_limited", "rate_limit_exceeded", "too_many_requests"})
+
+
+def is_rate_limited(success: bool, error_code: str | None) -> bool:
+    """True when a failed outcome's errorCode says the provider refused it (rate limiting)."""
+    return not success and error_code is not None and error_code.strip().lower() in RATE_LIMIT_CODES
 
 
 def _aware(value: Any) -> datetime:

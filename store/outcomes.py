@@ -17,7 +17,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from routing.health import MonitoringConfig, Observation
-from store.health import HealthUpdate, Transition, lock_nodes, reassess
+from store.health import HealthUpdate, Transition, is_rate_limited, lock_nodes, reassess
 from store.models import Outcome
 
 _OUTCOMES = cast(Table, Outcome.__table__)
@@ -75,7 +75,12 @@ def record_outcomes(
     new: dict[str, list[Observation]] = defaultdict(list)
     for report in reports:
         new[report.node_id].append(
-            Observation(report.observed_at, report.success, report.latency_ms)
+            Observation(
+                report.observed_at,
+                report.success,
+                report.latency_ms,
+                rate_limited=is_rate_limited(report.success, report.error_code),
+            )
         )
     update = reassess(session, lock_nodes(session, new), new, now, config)
     return IngestResult(

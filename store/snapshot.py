@@ -57,6 +57,7 @@ def load_snapshot(
             latency_ms=row.latency_p50_ms,
             breaker_state=BreakerState(row.breaker_state),
             failure_probability=row.failure_probability,
+            breaker_reason=row.breaker_reason,
         )
         for row in session.scalars(health_query)
     }

@@ -98,6 +98,30 @@ def test_failures_open_the_breaker_durably_before_the_answer(
     assert decision["routingDecision"]["predictedFailureProbability"] == 0.0
 
 
+def test_rate_limit_refusals_trip_the_breaker_without_moving_health(
+    api_client: TestClient, auth: Callable[..., dict[str, str]], sessions: sessionmaker[Session]
+) -> None:
+    # The same 30 failures as above, but the provider refused them for rate limiting (429):
+    # no work was done, so they are refusals, not evidence of an outage.
+    body = batch()
+    for outcome in body["outcomes"]:
+        if not outcome["success"]:
+            outcome["errorCode"] = "429"
+    response = post(api_client, body, auth(Role.operator))
+    assert response.status_code == 202, response.text
+    data = response.json()["data"]
+    (node,) = data["nodes"]
+    assert node["successRate"] > 99.9  # refusals move no health figure (74.967 as failures)
+    assert [t["reason"] for t in data["breakerTransitions"]] == ["rate_limited"]
+    with sessions() as session:
+        health = session.get(NodeHealthRow, PRIMARY)
+        assert health is not None and health.breaker_reason == "rate_limited"
+    # The snapshot carries why the breaker is open (a retry may still use a rate-limited node).
+    runtime = api_client.app.state.runtime  # type: ignore[attr-defined]
+    snapshot = runtime.snapshot.refresh()
+    assert snapshot.health[PRIMARY].breaker_reason == "rate_limited"
+
+
 def test_successes_keep_the_breaker_closed_and_move_health_little(
     api_client: TestClient, auth: Callable[..., dict[str, str]]
 ) -> None:
