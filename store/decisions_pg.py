@@ -73,17 +73,18 @@ class _Statement:
         return self.fixed | {k: Json(v) if k in self.json else v for k, v in row.items()}
 
 
-# Any number of coordination rows as one statement: the rows travel as one JSON document.
-_INSERT_COORDINATIONS = """
-    INSERT INTO coordinations SELECT * FROM json_populate_recordset(
-        NULL::coordinations, CAST(%(rows)s AS JSON)
-    )
-"""
-
-
 def _coordination_rows(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Any number of coordination rows as one statement: the rows travel as one JSON document.
+
+    Only the rows' own columns are named, so a column they leave out keeps its default.
+    """
+    columns = ", ".join(rows[0])
+    sql = (
+        f"INSERT INTO coordinations ({columns}) SELECT {columns} FROM "
+        "json_populate_recordset(NULL::coordinations, CAST(%(rows)s AS JSON))"
+    )
     document = [row | {"created_at": row["created_at"].isoformat()} for row in rows]
-    return _INSERT_COORDINATIONS, {"rows": orjson.dumps(document).decode()}
+    return sql, {"rows": orjson.dumps(document).decode()}
 
 
 class BatchConnection:
