@@ -17,8 +17,9 @@ from api.runtime import ApiRuntime
 if TYPE_CHECKING:
     from api.security import SecurityContext
 
-_bearer = HTTPBearer(auto_error=False)
-BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+# The bearer credentials, or None: the permission checks answer 401 themselves.
+bearer = HTTPBearer(auto_error=False)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 # A permission check: a dependency answering the principal (async, or sync when hand-written).
 Check = Callable[..., Any]
 CheckT = TypeVar("CheckT", bound=Check)

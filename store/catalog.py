@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -141,23 +142,9 @@ def seed_catalog(session: Session, catalog: CatalogSpec) -> bool:
     session.flush()
     for service, spec in catalog.services.items():
         for position, node in enumerate(spec.nodes):
-            session.add(
-                ProviderNodeRow(
-                    node_id=node.id,
-                    service=service,
-                    provider_name=node.name,
-                    region=node.region,
-                    success_rate=node.success_rate,
-                    cost_per_request=node.cost_per_request,
-                    latency_ms=node.latency_ms,
-                    health_score=node.health_score,
-                    emergency_only=node.emergency_only,
-                    enabled=node.enabled,
-                    latency_slo_ms=node.latency_slo_ms,
-                    error_rate_slo=node.error_rate_slo,
-                    position=position,
-                )
-            )
+            # The row holds exactly the routing value's fields, plus the catalog order.
+            row = asdict(node.to_node(service))
+            session.add(ProviderNodeRow(**row, position=position))
     session.flush()
     for spec in catalog.services.values():
         for node in spec.nodes:

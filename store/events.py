@@ -267,20 +267,19 @@ def _write_pending(session: Session) -> None:
     if postgresql and _write_all_at_once(session, drafts) is not None:
         return
     last = _draw_ids(session, len(drafts))
-    rows = []
-    for number, draft in enumerate(drafts, start=last - len(drafts) + 1):
-        draft.id = number
-        rows.append(
-            {
-                "id": number,
-                "event_type": draft.event_type,
-                "service": draft.service,
-                "coordination_id": draft.coordination_id,
-                "workflow_id": draft.workflow_id,
-                "payload": draft.payload,
-                "created_at": draft.created_at,
-            }
-        )
+    number_drafts(drafts, last)
+    rows = [
+        {
+            "id": draft.id,
+            "event_type": draft.event_type,
+            "service": draft.service,
+            "coordination_id": draft.coordination_id,
+            "workflow_id": draft.workflow_id,
+            "payload": draft.payload,
+            "created_at": draft.created_at,
+        }
+        for draft in drafts
+    ]
     session.connection().execute(insert(_events), rows)
     notify(session, EVENTS_CHANNEL, str(last))
 

@@ -9,13 +9,11 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials
-from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 
 from api import metrics
 from api.coordinator import ANSWER_MESSAGE, execute_coordination
-from api.deps import Operator
+from api.deps import Operator, bearer
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
 from api.schemas.coordination import CoordinationRequest, CoordinationResult
@@ -36,7 +34,7 @@ class DirectRoute(APIRoute):
         check = _declared_check(Operator)
 
         async def handle(request: Request) -> Response:
-            await check(request, _bearer(request))
+            await check(request, await bearer(request))
             try:
                 body = CoordinationRequest.model_validate_json(await request.body())
             except ValidationError as exc:
@@ -53,14 +51,6 @@ def _declared_check(annotation: Any) -> Callable[..., Awaitable[Any]]:
     depends = get_args(annotation)[1]
     check: Callable[..., Awaitable[Any]] = depends.dependency
     return check
-
-
-def _bearer(request: Request) -> HTTPAuthorizationCredentials | None:
-    """The bearer credentials as fastapi.security.HTTPBearer(auto_error=False) reads them."""
-    scheme, credentials = get_authorization_scheme_param(request.headers.get("Authorization"))
-    if not credentials or scheme.lower() != "bearer":
-        return None
-    return HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
 
 
 router = APIRouter(tags=["coordination"], route_class=DirectRoute)
