@@ -96,9 +96,25 @@ class EmergencyOverrideInput(BaseModel):
     max_budget_override: float
     duration_minutes: int
     requested_by: str = ""
+    # "<caller>/<Idempotency-Key>" when the request carried one: a retry of the same request
+    # finds the emergency it started while that emergency runs.
+    idempotency_key: str = ""
     poll_interval_seconds: float = DEFAULT_POLL_SECONDS
     polls_per_run: int = DEFAULT_POLLS_PER_RUN
     carried: OverrideState | None = None  # set by continue-as-new only
+
+    def same_request(self, other: EmergencyOverrideInput) -> bool:
+        """Whether `other` asks for what this asked for (ids, timing and state aside)."""
+        fields = (
+            "service",
+            "operation",
+            "emergency_reason",
+            "business_justification",
+            "max_budget_override",
+            "duration_minutes",
+            "requested_by",
+        )
+        return all(getattr(self, name) == getattr(other, name) for name in fields)
 
 
 class ExtendRequest(BaseModel):

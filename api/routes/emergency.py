@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Response
 from sqlalchemy import select
 from temporalio.client import (
     Client,
@@ -40,6 +40,7 @@ from store.base import utcnow
 from store.models import Emergency
 from workflows.emergency import EmergencyOverrideWorkflow
 from workflows.emergency_types import (
+    Activation,
     CancelRequest,
     EmergencyOverrideInput,
     EmergencyStatus,
@@ -177,6 +178,62 @@ async def _already_running(runtime: ApiRuntime, client: Client, service: str) ->
     )
 
 
+async def _started_with(client: Client, workflow_id: str) -> EmergencyOverrideInput | None:
+    """The running emergency's start input, read from its history (no worker needed)."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        async for event in handle.fetch_history_events(page_size=1, rpc_timeout=QUERY_TIMEOUT):
+            started = event.workflow_execution_started_event_attributes
+            values = await client.data_converter.decode(
+                started.input.payloads, [EmergencyOverrideInput]
+            )
+            return values[0] if values else None
+    except RPCError:
+        return None
+    return None
+
+
+async def _replayed(
+    client: Client, params: EmergencyOverrideInput, workflow_id: str
+) -> tuple[EmergencyOverrideInput, Activation] | None:
+    """The running emergency's answer when it was started by this keyed request, else None.
+
+    A retry after a timeout (a 504, a lost connection) finds the emergency its first attempt
+    started: it waits for that activation instead of being told an emergency is running.
+    """
+    running = await _started_with(client, workflow_id)
+    if running is None or running.idempotency_key != params.idempotency_key:
+        return None
+    if not running.same_request(params):
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key started an emergency with a different request; "
+            "use a new key per request",
+            {"workflowId": workflow_id, "coordinationId": running.coordination_id},
+        )
+    handle = client.get_workflow_handle(workflow_id)
+    activation = await _within_worker_wait(
+        handle.execute_update(EmergencyOverrideWorkflow.activation), workflow_id
+    )
+    return running, activation
+
+
+async def _replay_or_conflict(
+    runtime: ApiRuntime, client: Client, params: EmergencyOverrideInput, workflow_id: str
+) -> tuple[EmergencyOverrideInput, Activation]:
+    """A keyed retry's start input and activation; otherwise the 409 naming the running one."""
+    try:
+        replayed = await _replayed(client, params, workflow_id) if params.idempotency_key else None
+    except WorkflowUpdateFailedError as exc:
+        raise _update_error(exc, params.service) from exc
+    except RPCError as exc:
+        raise _temporal_error(exc, params.service) from exc
+    if replayed is None:
+        raise await _already_running(runtime, client, params.service)
+    return replayed
+
+
 def _static_summary(params: EmergencyOverrideInput) -> str:
     reason = params.emergency_reason.splitlines()[0][:80]
     return (
@@ -191,9 +248,17 @@ def _static_summary(params: EmergencyOverrideInput) -> str:
     responses=ERRORS,  # type: ignore[arg-type]
 )
 async def post_emergency_override(
-    body: EmergencyOverrideRequest, runtime: RuntimeDep, principal: Commander
+    body: EmergencyOverrideRequest,
+    runtime: RuntimeDep,
+    principal: Commander,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Envelope[EmergencyOverrideResult]:
-    """Raise a service's budget and open its emergency-only nodes until a durable deadline."""
+    """Raise a service's budget and open its emergency-only nodes until a durable deadline.
+
+    With an Idempotency-Key, a retry of the same request while the emergency it started runs
+    answers that emergency (header `Idempotent-Replayed: true`) instead of a 409.
+    """
     require_service(runtime.snapshot.current, body.service_name)
     # Connected only after validation, so a bad request is a 422 even while Temporal is down.
     client = await get_temporal(runtime)
@@ -207,6 +272,8 @@ async def post_emergency_override(
         max_budget_override=body.max_budget_override,
         duration_minutes=body.duration_minutes,
         requested_by=principal.subject,
+        # Keyed by caller: two clients may pick the same key without colliding.
+        idempotency_key=f"{principal.subject}/{idempotency_key}" if idempotency_key else "",
     )
     start = WithStartWorkflowOperation(
         EmergencyOverrideWorkflow.run,
@@ -223,11 +290,18 @@ async def post_emergency_override(
             ),
             workflow_id,
         )
-    except WorkflowAlreadyStartedError as exc:
+    except ApiError:
+        # Given up waiting (504): the cancelled start's outcome is not news, but asyncio logs a
+        # failure nobody retrieved as an error.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(start.workflow_handle(), 0.1)
+        raise
+    except WorkflowAlreadyStartedError:
         # Retrieve the start operation's failure too, or asyncio logs it as never retrieved.
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await start.workflow_handle()
-        raise await _already_running(runtime, client, body.service_name) from exc
+        params, activation = await _replay_or_conflict(runtime, client, params, workflow_id)
+        response.headers["Idempotent-Replayed"] = "true"
     except WorkflowUpdateFailedError as exc:
         raise _update_error(exc, body.service_name) from exc
     except RPCError as exc:

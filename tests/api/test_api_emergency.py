@@ -241,3 +241,65 @@ async def test_seed_emergency_activation_and_lifecycle(
         again = await _call(api, "POST", URL, json=SEED_REQUEST, headers=commander)
         assert again.status_code == 200, again.text
         assert again.json()["data"]["coordinationResult"]["coordinationId"] != coordination_id
+
+
+async def test_keyed_retry_after_no_worker_finds_the_emergency_it_started(
+    dev_env: WorkflowEnvironment,
+    clean_store: Engine,
+    sessions: sessionmaker[Session],
+    make_settings: Callable[..., Settings],
+    auth: Callable[..., dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 504 (no worker yet) then a retry with the same Idempotency-Key: the first emergency.
+
+    Without the key, or with another key, the retry is a second request and gets a 409; the
+    same key with another body is a client bug and says so.
+    """
+    monkeypatch.setattr("api.routes.emergency.WORKER_WAIT_SECONDS", 1.0)
+    target = dev_env.client.service_client.config.target_host
+    settings = make_settings(temporal_address=target, temporal_task_queue="keyed-retry")
+    await _terminate_running(dev_env.client, workflow_id_for("stripe"))
+    keyed = {**auth(Role.incident_commander), "Idempotency-Key": "outage-42"}
+    try:
+        with TestClient(create_app(settings, prepare=False)) as api:
+            first = await _call(api, "POST", URL, json=SEED_REQUEST, headers=keyed)
+            assert first.status_code == 504, first.text
+            assert first.json()["error"]["code"] == "worker_unavailable"
+
+            activities = EmergencyActivities(sessions, settings)
+            with ThreadPoolExecutor(max_workers=4) as executor:
+                async with Worker(
+                    dev_env.client,
+                    task_queue=settings.temporal_task_queue,
+                    workflows=[EmergencyOverrideWorkflow],
+                    activities=activities.all(),
+                    activity_executor=executor,
+                ):
+                    monkeypatch.setattr("api.routes.emergency.WORKER_WAIT_SECONDS", 30.0)
+                    retry = await _call(api, "POST", URL, json=SEED_REQUEST, headers=keyed)
+                    assert retry.status_code == 200, retry.text
+                    assert retry.headers["Idempotent-Replayed"] == "true"
+                    data = retry.json()["data"]
+                    coordination_id = data["coordinationResult"]["coordinationId"]
+                    assert data["emergencyStatus"]["activated"] is True
+                    with sessions() as session:
+                        row = session.scalars(select(Emergency)).one()
+                    assert row.coordination_id == coordination_id
+
+                    other_body = {**SEED_REQUEST, "maxBudgetOverride": 6000}
+                    reused = await _call(api, "POST", URL, json=other_body, headers=keyed)
+                    assert reused.status_code == 409, reused.text
+                    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+
+                    for headers in (
+                        auth(Role.incident_commander),
+                        {**auth(Role.incident_commander), "Idempotency-Key": "outage-43"},
+                    ):
+                        second = await _call(api, "POST", URL, json=SEED_REQUEST, headers=headers)
+                        assert second.status_code == 409, second.text
+                        conflict = second.json()["error"]
+                        assert conflict["code"] == "emergency_already_active"
+                        assert conflict["details"]["coordinationId"] == coordination_id
+    finally:
+        await _terminate_running(dev_env.client, workflow_id_for("stripe"))

@@ -6,8 +6,9 @@ checks then demand that every accepted call is in the store exactly once.
 
 Requests leave at a fixed rate whatever the server does (open loop), so a fault meets the
 load it would meet in production. Requests that carry an Idempotency-Key (outcome batches,
-backend-agent errors) are retried with the same key until accepted, as a careful client does;
-an execute-coordination is a new decision each time, so it is never retried.
+backend-agent errors, emergency starts) are retried with the same key until accepted, as a
+careful client does; an execute-coordination is a new decision each time, so it is never
+retried.
 """
 
 from __future__ import annotations
@@ -364,7 +365,7 @@ class Load:
 async def start_emergency(
     client: LoadClient, log: LoadLog, service: str, minutes: int = 30
 ) -> Call:
-    """POST emergency-override for `service` (retried until accepted or refused)."""
+    """POST emergency-override for `service` (retried with its key until accepted or refused)."""
     body = {
         "serviceName": service,
         "operation": "fault_load",
@@ -374,7 +375,8 @@ async def start_emergency(
         "businessJustification": "keep revenue flowing while the fault is injected",
     }
     call = log.add("emergency", f"emergency-{service}-{uuid.uuid4().hex[:6]}", body)
-    await client.until_accepted(call, EMERGENCY)
+    # Keyed: a retry after a 504 finds the emergency its first attempt started.
+    await client.until_accepted(call, EMERGENCY, {"Idempotency-Key": call.key})
     return call
 
 
