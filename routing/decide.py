@@ -10,6 +10,7 @@ from routing.outcome import business_outcome, confidence_score
 from routing.selection import pick_strategy
 from routing.strategies import best_index, effective_health
 from routing.types import (
+    ExclusionReason,
     NoEligibleNode,
     RoutingDecision,
     RoutingRequest,
@@ -40,6 +41,10 @@ def decide(
     the last node's breaker opening under a hold would otherwise strand the service).
     ``hold_yields=False`` raises NoEligibleNode instead (routing/retry.py tries its other
     tiers first).
+
+    A rate-limited node's admitted share (routing/admission.py) yields the same way: when the
+    nodes outside it are all excluded, the request goes to the limited node rather than
+    nowhere (a call its limit may take, against a certain 503).
     """
     service = request.service
     nodes = service_nodes(snapshot, service)
@@ -75,6 +80,20 @@ def decide(
         )
         if not eligible:
             exclusions = held
+    if not eligible and any(e.reason is ExclusionReason.RATE_LIMIT_SHARE for e in exclusions):
+        shared = exclusions
+        eligible, figures, exclusions = filter_nodes(
+            request,
+            nodes,
+            health,
+            override,
+            emergency_active,
+            remaining,
+            rate_limited_eligible=rate_limited_eligible,
+            shares_apply=False,
+        )
+        if not eligible:
+            exclusions = shared
     if not eligible:
         raise NoEligibleNode(service, tuple(exclusions))
 

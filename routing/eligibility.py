@@ -51,6 +51,14 @@ def restore_bucket(service: str, request_id: str) -> float:
     return (digest % RESTORE_BUCKETS) / RESTORE_BUCKETS
 
 
+def admission_bucket(node_id: str, request_id: str) -> float:
+    """The request's stable position in [0, 1) for a node's admitted share (admission.py)."""
+    # Per node, so that two rate-limited nodes of a service do not turn away the same
+    # requests; crc32 for the same reason as restore_bucket.
+    digest = zlib.crc32(f"{node_id}:{request_id}".encode())
+    return (digest % RESTORE_BUCKETS) / RESTORE_BUCKETS
+
+
 def override_for(request: RoutingRequest, snapshot: RoutingSnapshot) -> RoutingOverride | None:
     """The service's recovery override when it governs this request, else None.
 
@@ -78,14 +86,16 @@ def filter_nodes(
     remaining: float | None,
     *,
     rate_limited_eligible: bool = False,
+    shares_apply: bool = True,
 ) -> tuple[list[ProviderNode], list[Figures], list[Exclusion]]:
     """Eligible nodes with their effective figures, and exclusions (first reason per node).
 
     The figures are (health, success rate, latency, failure probability) as the strategies
     score them; gathering them here saves the hot path a second health lookup per node.
     ``rate_limited_eligible`` admits a node whose breaker is open only because the provider
-    refused calls for rate limiting (a caller's retry: one call, which a rate limit that
-    refuses volume still takes).
+    refused calls for rate limiting, and a request outside a rate-limited node's admitted
+    share (a caller's retry: one call, which a rate limit that refuses volume still takes);
+    ``shares_apply=False`` ignores admitted shares alone (`decide` when they leave nothing).
     """
     eligible: list[ProviderNode] = []
     figures: list[Figures] = []
@@ -93,6 +103,7 @@ def filter_nodes(
     failed = request.failed_providers
     excluded = override.excluded_nodes if override is not None else frozenset()
     limit = request.cost_per_request_limit
+    shares = shares_apply and not rate_limited_eligible
     for node in nodes:
         node_id = node.node_id
         cost = node.cost_per_request
@@ -127,6 +138,21 @@ def filter_nodes(
         ):
             exclusions.append(
                 Exclusion(node_id, ExclusionReason.BREAKER_OPEN, "circuit breaker is open")
+            )
+            continue
+        if (
+            live is not None
+            and live.admitted_share < 1.0
+            and shares
+            and admission_bucket(node_id, request.request_id) >= live.admitted_share
+        ):
+            exclusions.append(
+                Exclusion(
+                    node_id,
+                    ExclusionReason.RATE_LIMIT_SHARE,
+                    f"refusing calls for rate limiting: offered {live.admitted_share:.0%} "
+                    "of requests",
+                )
             )
             continue
         if node.emergency_only and not emergency_active:
@@ -176,7 +202,7 @@ def eligible_nodes(
     """Eligible nodes in catalog order, the exclusions, and whether an override was in effect.
 
     ``apply_override=False`` ignores the service's recovery override, for a recovery that
-    plans its own route.
+    plans its own route. Rate-limited nodes' admitted shares do not apply.
     """
     service = request.service
     nodes = service_nodes(snapshot, service)
@@ -185,7 +211,9 @@ def eligible_nodes(
     override = override_for(request, snapshot) if apply_override else None
     server = server_remaining(snapshot.budgets.get(service), emergency, active)
     remaining = tighter(request.remaining_budget, server)
+    # Admitted shares are left out: a rate-limited node still serves its share of the
+    # service, which is what recoveries and the strand guard ask about.
     eligible, _, exclusions = filter_nodes(
-        request, nodes, snapshot.health, override, active, remaining
+        request, nodes, snapshot.health, override, active, remaining, shares_apply=False
     )
     return tuple(eligible), tuple(exclusions), override is not None

@@ -17,6 +17,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from routing import breaker
+from routing.admission import FULL, Admission, AdmissionConfig, admit
 from routing.breaker import BreakerConfig, BreakerReason, BreakerStatus, call_stats
 from routing.prediction import Prediction, PredictionConfig, Sample, predict
 from routing.types import BreakerState, ProviderNode
@@ -62,6 +63,7 @@ class MonitoringConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     prediction: PredictionConfig = field(default_factory=PredictionConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ class Assessment:
     prediction: Prediction
     transitions: tuple[tuple[BreakerState, BreakerState, str], ...] = ()
     degradation: Degradation | None = None
+    admission: Admission = FULL
 
 
 def recent(
@@ -208,13 +211,15 @@ def assess(
     new: Sequence[Observation],
     now: datetime,
     config: MonitoringConfig,
+    admission: Admission = FULL,
 ) -> Assessment:
     """Apply time and the `new` outcomes to a node; figures and prediction from the window.
 
     `observations` holds the node's recent outcomes including `new` ones. The breaker first
     moves with time, then takes `new` in observation order (probes while HALF_OPEN), then a
     CLOSED breaker judges the window calls that arrived after its last close. Calls refused
-    for rate limiting count only towards the breaker's rate-limit trip.
+    for rate limiting count only towards the breaker's rate-limit trip and the node's
+    admitted share (`admission`, routing/admission.py), which `new` moves too.
     """
     transitions: list[tuple[BreakerState, BreakerState, str]] = []
 
@@ -250,6 +255,15 @@ def assess(
             refused = sum(1 for o in window if o.rate_limited and o.sequence > after)
             stats = replace(stats, refused=refused)
         current = step(current, breaker.evaluate(current, stats, now, config.breaker))
+    refused_now = sum(1 for o in new if o.rate_limited)
+    admitted = admit(
+        admission,
+        accepted=len(new) - refused_now,
+        refused=refused_now,
+        serving=current.state is BreakerState.CLOSED,
+        now=now,
+        config=config.admission,
+    )
     figures = health_figures(node, calls, config.health)
     prediction = predict(
         [Sample((now - o.observed_at).total_seconds(), o.success, o.latency_ms) for o in calls],
@@ -264,6 +278,7 @@ def assess(
         prediction=prediction,
         transitions=tuple(transitions),
         degradation=detect_degradation(node, figures, current, prediction, config),
+        admission=admitted,
     )
 
 

@@ -68,6 +68,7 @@ class ExclusionReason(StrEnum):
     COST_ABOVE_LIMIT = "cost_above_limit"
     BUDGET_EXHAUSTED = "budget_exhausted"
     UNHEALTHY_FOR_RETRY = "unhealthy_for_retry"
+    RATE_LIMIT_SHARE = "rate_limit_share"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,9 @@ class NodeHealth:
     breaker_state: BreakerState = BreakerState.CLOSED
     failure_probability: float = 0.0  # predicted probability of an SLO breach, 0..1
     breaker_reason: str | None = None  # why the breaker last changed state (BreakerReason)
+    # Share of requests offered to the node while it refuses calls for rate limiting, 0..1
+    # (routing/admission.py); 1 for a node that does not.
+    admitted_share: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

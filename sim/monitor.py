@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from routing import breaker
+from routing.admission import FULL, NOTIFY_STEP, Admission
 from routing.breaker import BreakerStatus
 from routing.health import (
     Degradation,
@@ -43,6 +44,7 @@ class NodeState:
     window: list[Observation] = field(default_factory=list)
     pending: list[Observation] = field(default_factory=list)
     notified_at: float | None = None
+    admission: Admission = FULL
 
     def health(self) -> NodeHealth:
         """The node as a snapshot loads it (store/snapshot.load_snapshot)."""
@@ -54,6 +56,7 @@ class NodeState:
             breaker_state=self.status.state,
             failure_probability=self.failure_probability,
             breaker_reason=self.status.reason,
+            admitted_share=self.admission.share,
         )
 
     def healthy(self) -> bool:
@@ -126,11 +129,17 @@ class Monitor:
         for state in sorted(states, key=lambda s: s.node.node_id):
             new = state.pending if with_new else []
             observations = [*state.window, *new]
-            assessed = assess(state.node, state.status, observations, new, now, self.config)
+            assessed = assess(
+                state.node, state.status, observations, new, now, self.config, state.admission
+            )
             state.window = recent(observations, now, self.config.health)
             state.pending = []
             probability = assessed.prediction.failure_probability if self.prediction else 0.0
-            moved = assessed.breaker.state is not state.status.state
+            # A share that moved by a step is routing's business at once, like a breaker.
+            moved = (
+                assessed.breaker.state is not state.status.state
+                or abs(assessed.admission.share - state.admission.share) >= NOTIFY_STEP
+            )
             drifted = material_change(
                 state.figures, assessed.figures, state.failure_probability, probability
             )
@@ -142,6 +151,7 @@ class Monitor:
             state.figures = assessed.figures
             state.status = assessed.breaker
             state.failure_probability = probability
+            state.admission = assessed.admission
             if assessed.degradation is not None:
                 degraded.append(assessed.degradation)
         return material, degraded

@@ -80,3 +80,34 @@ def test_first_attempts_leave_a_backed_off_node_alone_and_retries_use_it() -> No
     assert first and MAPBOX not in first
     # One call is what a retry is, and a rate limit refuses volume, not calls.
     assert retries and set(retries) == {MAPBOX}
+
+
+def test_at_the_peak_mapbox_keeps_a_share_under_its_limit() -> None:
+    """The admitted share (routing/admission.py): part of the peak, not all of it nor none."""
+    scenario = load_scenario("mapbox_rate_limit").truncated(1100.0)
+    world = World(scenario, scenario_catalog(scenario), 1)
+    nodes = world.nodes()
+    policy = POLICIES["switchyard"](world, nodes)
+    assert isinstance(policy, SwitchyardPolicy)
+    watched = Watched(policy)
+    firsts: list[tuple[float, str | None, float]] = []  # time, node, Mapbox's share
+    original = watched.choose
+
+    def choose(call: Call) -> str | None:
+        share = policy._snapshot.health[MAPBOX].admitted_share
+        node = original(call)
+        if not call.tried:
+            firsts.append((call.t, node, share))
+        return node
+
+    watched.choose = choose  # type: ignore[method-assign]
+    Engine(world, watched, nodes).run()
+
+    # At the peak (25 requests/s from minute 13) Mapbox takes some first attempts, well under
+    # its 15 per second, and refuses few calls.
+    peak = [(node, share) for t, node, share in firsts if t >= 780.0]
+    seconds = 1100.0 - 780.0
+    to_mapbox = sum(node == MAPBOX for node, _ in peak) / seconds
+    assert 3.0 < to_mapbox < 15.0
+    assert min(share for _, share in peak) < 0.7
+    assert watched.refusals < 60  # about 120 without the share on this seed
