@@ -16,6 +16,7 @@ from sqlalchemy import Table, bindparam, func, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from routing import breaker
+from routing.admission import NOTIFY_STEP, Admission
 from routing.breaker import BreakerConfig, BreakerStatus
 from routing.health import (
     Assessment,
@@ -41,7 +42,7 @@ _BREAKER_COLUMNS = (
 _FIGURE_COLUMNS = ("health_score", "success_rate", "latency_p50_ms", "latency_p95_ms")
 _WRITTEN = (
     *_FIGURE_COLUMNS, "observations", "failure_probability", *_BREAKER_COLUMNS,
-    "health_notified_at",
+    "health_notified_at", "admitted_share", "admitted_at",
 )  # fmt: skip
 # A health drift (not a breaker move) sends at most one snapshot NOTIFY per node this often:
 # a busy node's figures move with every batch, and each NOTIFY costs every API replica a
@@ -179,6 +180,7 @@ class NodeState:
     breaker: BreakerStatus
     failure_probability: float
     notified_at: datetime | None = None
+    admission: Admission = Admission()
 
 
 def lock_nodes(session: Session, node_ids: Iterable[str] | None = None) -> list[NodeState]:
@@ -200,6 +202,7 @@ def lock_nodes(session: Session, node_ids: Iterable[str] | None = None) -> list[
             breaker=breaker_status(row),
             failure_probability=row.failure_probability,
             notified_at=row.health_notified_at,
+            admission=Admission(row.admitted_share, row.admitted_at),
         )
         for row in session.execute(query, params)
     ]
@@ -287,7 +290,13 @@ def reassess(
     for state in states:
         node = state.node
         assessed = assess(
-            node, state.breaker, windows[node.node_id], new.get(node.node_id, []), now, config
+            node,
+            state.breaker,
+            windows[node.node_id],
+            new.get(node.node_id, []),
+            now,
+            config,
+            state.admission,
         )
         result.nodes[node.node_id] = assessed
         if _prediction_fired(state, assessed, config):
@@ -300,7 +309,10 @@ def reassess(
             continue
         result.changed += 1
         notified_at = state.notified_at
-        if assessed.breaker.state is not state.breaker.state or (
+        if (
+            assessed.breaker.state is not state.breaker.state
+            or abs(assessed.admission.share - state.admission.share) >= NOTIFY_STEP
+        ) or (
             _drifted(state, assessed)
             and (notified_at is None or now - notified_at >= DRIFT_NOTIFY_INTERVAL)
         ):
@@ -329,6 +341,7 @@ def _differs(state: NodeState, assessed: Assessment) -> bool:
         assessed.figures != state.figures
         or assessed.prediction.failure_probability != state.failure_probability
         or assessed.breaker != state.breaker
+        or assessed.admission != state.admission
     )
 
 
@@ -343,6 +356,8 @@ def _row_values(
         "b_failure_probability": assessed.prediction.failure_probability,
         **_breaker_values(assessed.breaker),
         "b_health_notified_at": notified_at,
+        "b_admitted_share": assessed.admission.share,
+        "b_admitted_at": assessed.admission.at,
         "b_updated_at": now,
     }
 

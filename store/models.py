@@ -82,6 +82,10 @@ class NodeHealthRow(Base):
     breaker_window_after: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Last snapshot NOTIFY for a health drift of this node: such NOTIFYs are spaced out.
     health_notified_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Share of first attempts offered while the node refuses for rate limiting, and when it
+    # last moved (routing/admission.py Admission); 1 and NULL for a node that never refused.
+    admitted_share: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    admitted_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Coordination(Base):

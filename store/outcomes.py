@@ -54,6 +54,7 @@ class NodeSummary:
     observations: int
     breaker_state: str
     failure_probability: float
+    admitted_share: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,7 @@ def _summaries(update: HealthUpdate, new: dict[str, list[Observation]]) -> tuple
                 observations=figures.observations,
                 breaker_state=assessed.breaker.state.value,
                 failure_probability=assessed.prediction.failure_probability,
+                admitted_share=assessed.admission.share,
             )
         )
     return tuple(summaries)

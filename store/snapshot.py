@@ -58,6 +58,7 @@ def load_snapshot(
             breaker_state=BreakerState(row.breaker_state),
             failure_probability=row.failure_probability,
             breaker_reason=row.breaker_reason,
+            admitted_share=row.admitted_share,
         )
         for row in session.scalars(health_query)
     }

@@ -98,6 +98,7 @@ def _result(ingested: IngestResult) -> OutcomeBatchResult:
                 observations=n.observations,
                 breaker_state=n.breaker_state,
                 failure_probability=n.failure_probability,
+                admitted_share=n.admitted_share,
             )
             for n in ingested.nodes
         ],

@@ -43,6 +43,9 @@ class OutcomeNode(ResponseModel):
     observations: int
     breaker_state: str
     failure_probability: float
+    # Share of first attempts routing offers the node while it refuses for rate limiting
+    # (1: all of them); see docs/ROUTING.md, "A rate-limited node's admitted share".
+    admitted_share: float = 1.0
 
 
 class BreakerTransitionOut(ResponseModel):

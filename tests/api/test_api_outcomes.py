@@ -15,6 +15,7 @@ from api.auth import Role
 from routing.health import MonitoringConfig
 from store.base import utcnow
 from store.db import transaction
+from store.health import sweep
 from store.models import Event, NodeHealthRow, Outcome
 from store.outcomes import OutcomeReport, record_outcomes
 
@@ -265,3 +266,63 @@ def test_viewers_cannot_report_and_tokens_are_required(
 ) -> None:
     assert post(api_client, batch(), auth(Role.viewer)).status_code == 403
     assert post(api_client, batch(), {}).status_code == 401
+
+
+def test_a_few_refusals_cut_the_admitted_share_and_time_restores_it(
+    api_client: TestClient, auth: Callable[..., dict[str, str]], sessions: sessionmaker[Session]
+) -> None:
+    # 4 refusals among 100 calls: too few to trip the breaker (5), enough to say the node is
+    # at its limit. The share becomes 0.8 x 96/100 and routing offers the node that part.
+    body = batch(failures=4)
+    for outcome in body["outcomes"]:
+        if not outcome["success"]:
+            outcome["errorCode"] = "rate_limit_exceeded"
+    headers = auth(Role.operator)
+    response = post(api_client, body, headers)
+    assert response.status_code == 202, response.text
+    (node,) = response.json()["data"]["nodes"]
+    assert node["breakerState"] == "CLOSED"
+    assert node["admittedShare"] == pytest.approx(0.8 * 96 / 100)
+    with sessions() as session:
+        health = session.get(NodeHealthRow, PRIMARY)
+        assert health is not None and health.admitted_share == pytest.approx(0.768)
+        assert health.admitted_at is not None
+
+    runtime = api_client.app.state.runtime  # type: ignore[attr-defined]
+    assert runtime.snapshot.refresh().health[PRIMARY].admitted_share == pytest.approx(0.768)
+    chosen: list[str] = []
+    for number in range(60):
+        decision = client_route(api_client, headers, f"share-{number}")
+        chosen.append(decision["routingDecision"]["selectedNode"]["nodeId"])
+        if chosen[-1] != PRIMARY:
+            excluded = {
+                e["nodeId"]: e["reason"] for e in decision["routingDecision"]["excludedNodes"]
+            }
+            assert excluded[PRIMARY] == "rate_limit_share"
+    # The bucket is a stable hash of the request: some requests, not all and not none.
+    assert 0.5 < chosen.count(PRIMARY) / len(chosen) < 0.95
+    assert chosen == [
+        client_route(api_client, headers, f"share-{n}")["routingDecision"]["selectedNode"][
+            "nodeId"
+        ]
+        for n in range(60)
+    ]
+
+    # Without refusals the share grows back (1/600 per second with the breaker closed).
+    with transaction(sessions) as session:
+        sweep(session, utcnow() + timedelta(minutes=11), MonitoringConfig())
+    with sessions() as session:
+        health = session.get(NodeHealthRow, PRIMARY)
+        assert health is not None and health.admitted_share == 1.0
+    assert runtime.snapshot.refresh().health[PRIMARY].admitted_share == 1.0
+
+
+def client_route(client: TestClient, headers: dict[str, str], request_id: str) -> dict:
+    body = {
+        "serviceName": "stripe",
+        "operation": "payment_processing",
+        "routingContext": {"requestMetadata": {"requestId": request_id}},
+    }
+    response = client.post(BASE + "/execute-coordination", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["data"])
