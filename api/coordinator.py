@@ -27,6 +27,7 @@ from api.schemas.coordination import (
     SelectedNode,
 )
 from routing.decide import decide
+from routing.retry import decide_retry
 from routing.types import (
     BudgetState,
     NoEligibleNode,
@@ -60,7 +61,10 @@ def routing_request(body: CoordinationRequest) -> RoutingRequest:
     return RoutingRequest(
         service=body.service_name,
         operation=body.operation,
-        request_id=context.request_metadata.request_id or "",
+        # Without the caller's id a random one: each decision gets its own staged-restore and
+        # admission bucket, instead of every id-less request sharing one (all or none).
+        request_id=context.request_metadata.request_id or secrets.token_hex(8),
+        failed_providers=frozenset(context.failed_providers),
         priority=context.request_metadata.priority,
         business_criticality=context.request_metadata.business_criticality,
         remaining_budget=context.budget_constraints.remaining_budget,
@@ -104,6 +108,27 @@ def require_service(snapshot: RoutingSnapshot, service: str, field: str = "servi
         )
 
 
+def require_nodes(snapshot: RoutingSnapshot, service: str, node_ids: list[str]) -> None:
+    """422 naming the first `routingContext.failedProviders` entry that is not a node of the
+    service (a typo would otherwise exclude nothing, silently)."""
+    known = {node.node_id for node in snapshot.nodes.get(service, ())}
+    for index, node_id in enumerate(node_ids):
+        if node_id not in known:
+            field = f"routingContext.failedProviders.{index}"
+            raise ApiError(
+                422,
+                "validation_error",
+                f"invalid request: {field}",
+                [
+                    {
+                        "field": field,
+                        "message": f"{node_id!r} is not a node of {service!r}; "
+                        f"its nodes: {', '.join(sorted(known))}",
+                    }
+                ],
+            )
+
+
 def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000, 3)
 
@@ -144,7 +169,10 @@ async def execute_coordination(
     now = utcnow()
     snapshot = runtime.snapshot.current
     require_service(snapshot, body.service_name)
+    require_nodes(snapshot, body.service_name, body.routing_context.failed_providers)
     request = routing_request(body)
+    # A retry (the request names nodes it failed on) goes where a retry should.
+    choose = decide_retry if request.failed_providers else decide
     service = body.service_name
     agent = body.backend_agent_context
     requirements = body.coordination_requirements
@@ -163,7 +191,7 @@ async def execute_coordination(
     for attempt in range(ATTEMPTS):
         routing_started = time.perf_counter()
         try:
-            decision = decide(request, snapshot, now)
+            decision = choose(request, snapshot, now)
         except NoEligibleNode as exc:
             raise no_eligible_error(exc) from exc
         routing_ms = _ms(routing_started, time.perf_counter())

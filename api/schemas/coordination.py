@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from api.schemas.common import ResponseModel, WireModel
@@ -42,6 +44,9 @@ class RoutingContext(WireModel):
     budget_constraints: BudgetConstraints = BudgetConstraints()
     performance_context: PerformanceContext = PerformanceContext()
     preferred_strategy: Strategy | None = None
+    # A retry: the nodes this request already failed on. Routing avoids them while another
+    # node is healthy, and healthy nodes come first (docs/ROUTING.md, Retries).
+    failed_providers: list[Annotated[str, Name]] = Field(default_factory=list, max_length=20)
 
 
 class BackendAgentContext(WireModel):

@@ -87,6 +87,18 @@ INVALID: list[tuple[list[tuple[str, Any]], str]] = [
         [("routingContext.budgetConstraints.currency", "EUR")],
         "routingContext.budgetConstraints.currency",
     ),
+    (
+        [("routingContext.failedProviders", "stripe_primary_us_east")],
+        "routingContext.failedProviders",
+    ),
+    (
+        [("routingContext.failedProviders", ["stripe_primary_us_east", "paypal_main"])],
+        "routingContext.failedProviders.1",
+    ),
+    (
+        [("routingContext.failedProviders", ["samsara_primary"])],
+        "routingContext.failedProviders.0",
+    ),
 ]
 
 
@@ -242,3 +254,24 @@ def test_repeated_syncs_touch_the_stream_and_the_session(
         assert stream.last_seen > stream.first_seen
         monitor = session.scalars(select(MonitoringSession)).one()
         assert monitor.touches == 2
+
+
+def test_a_retry_names_the_nodes_it_failed_on(api_client: TestClient, auth: Auth) -> None:
+    """failedProviders makes the request a retry: another healthy node first (decide_retry)."""
+    headers = auth(Role.operator)
+    body = request_with(("routingContext.failedProviders", ["stripe_primary_us_east"]))
+    response = api_client.post(URL, json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    decision = response.json()["data"]["routingDecision"]
+    assert decision["selectedNode"]["nodeId"] == "stripe_secondary_us_west"
+    excluded = {e["nodeId"]: e["reason"] for e in decision["excludedNodes"]}
+    assert excluded["stripe_primary_us_east"] == "failed_provider"
+
+    # Every regular node tried: a healthy tried node beats no answer (tier 2), and the
+    # emergency-only node stays out of an ordinary request.
+    both = ["stripe_primary_us_east", "stripe_secondary_us_west"]
+    response = api_client.post(
+        URL, json=request_with(("routingContext.failedProviders", both)), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["routingDecision"]["selectedNode"]["nodeId"] in both
