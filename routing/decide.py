@@ -8,11 +8,14 @@ from routing.budget import server_remaining, tighter
 from routing.eligibility import UnknownService, filter_nodes, override_for, service_nodes
 from routing.outcome import business_outcome, confidence_score
 from routing.selection import pick_strategy
-from routing.strategies import best_index, effective_health
+from routing.strategies import Figures, best_index, effective_health
 from routing.types import (
+    Exclusion,
     ExclusionReason,
     NoEligibleNode,
+    ProviderNode,
     RoutingDecision,
+    RoutingOverride,
     RoutingRequest,
     RoutingSnapshot,
 )
@@ -57,32 +60,10 @@ def decide(
     )
     override = override_for(request, snapshot)
 
-    eligible, figures, exclusions = filter_nodes(
-        request,
-        nodes,
-        health,
-        override,
-        emergency_active,
-        remaining,
-        rate_limited_eligible=rate_limited_eligible,
-    )
-    if not eligible and override is not None and hold_yields:
-        held = exclusions
-        override = None
-        eligible, figures, exclusions = filter_nodes(
-            request,
-            nodes,
-            health,
-            None,
-            emergency_active,
-            remaining,
-            rate_limited_eligible=rate_limited_eligible,
-        )
-        if not eligible:
-            exclusions = held
-    if not eligible and any(e.reason is ExclusionReason.RATE_LIMIT_SHARE for e in exclusions):
-        shared = exclusions
-        eligible, figures, exclusions = filter_nodes(
+    def filtered(
+        override: RoutingOverride | None, shares_apply: bool = True
+    ) -> tuple[list[ProviderNode], list[Figures], list[Exclusion]]:
+        return filter_nodes(
             request,
             nodes,
             health,
@@ -90,8 +71,19 @@ def decide(
             emergency_active,
             remaining,
             rate_limited_eligible=rate_limited_eligible,
-            shares_apply=False,
+            shares_apply=shares_apply,
         )
+
+    eligible, figures, exclusions = filtered(override)
+    if not eligible and override is not None and hold_yields:
+        held = exclusions
+        override = None
+        eligible, figures, exclusions = filtered(None)
+        if not eligible:
+            exclusions = held
+    if not eligible and any(e.reason is ExclusionReason.RATE_LIMIT_SHARE for e in exclusions):
+        shared = exclusions
+        eligible, figures, exclusions = filtered(override, shares_apply=False)
         if not eligible:
             exclusions = shared
     if not eligible:

@@ -63,11 +63,21 @@ async def running_api(
     target = env.client.service_client.config.target_host
     settings = make_settings(temporal_address=target)
     await _terminate_running(env.client, workflow_id_for("stripe"))
+    with TestClient(create_app(settings, prepare=False)) as api:
+        async with emergency_worker(env, sessions, settings):
+            try:
+                yield api
+            finally:
+                await _terminate_running(env.client, workflow_id_for("stripe"))
+
+
+@asynccontextmanager
+async def emergency_worker(
+    env: WorkflowEnvironment, sessions: sessionmaker[Session], settings: Settings
+) -> AsyncIterator[None]:
+    """A worker for the emergency workflow on the settings' task queue."""
     activities = EmergencyActivities(sessions, settings)
-    with (
-        ThreadPoolExecutor(max_workers=4) as executor,
-        TestClient(create_app(settings, prepare=False)) as api,
-    ):
+    with ThreadPoolExecutor(max_workers=4) as executor:
         async with Worker(
             env.client,
             task_queue=settings.temporal_task_queue,
@@ -75,10 +85,7 @@ async def running_api(
             activities=activities.all(),
             activity_executor=executor,
         ):
-            try:
-                yield api
-            finally:
-                await _terminate_running(env.client, workflow_id_for("stripe"))
+            yield
 
 
 async def _call(api: TestClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -267,39 +274,31 @@ async def test_keyed_retry_after_no_worker_finds_the_emergency_it_started(
             assert first.status_code == 504, first.text
             assert first.json()["error"]["code"] == "worker_unavailable"
 
-            activities = EmergencyActivities(sessions, settings)
-            with ThreadPoolExecutor(max_workers=4) as executor:
-                async with Worker(
-                    dev_env.client,
-                    task_queue=settings.temporal_task_queue,
-                    workflows=[EmergencyOverrideWorkflow],
-                    activities=activities.all(),
-                    activity_executor=executor,
+            async with emergency_worker(dev_env, sessions, settings):
+                monkeypatch.setattr("api.routes.emergency.WORKER_WAIT_SECONDS", 30.0)
+                retry = await _call(api, "POST", URL, json=SEED_REQUEST, headers=keyed)
+                assert retry.status_code == 200, retry.text
+                assert retry.headers["Idempotent-Replayed"] == "true"
+                data = retry.json()["data"]
+                coordination_id = data["coordinationResult"]["coordinationId"]
+                assert data["emergencyStatus"]["activated"] is True
+                with sessions() as session:
+                    row = session.scalars(select(Emergency)).one()
+                assert row.coordination_id == coordination_id
+
+                other_body = {**SEED_REQUEST, "maxBudgetOverride": 6000}
+                reused = await _call(api, "POST", URL, json=other_body, headers=keyed)
+                assert reused.status_code == 409, reused.text
+                assert reused.json()["error"]["code"] == "idempotency_key_reused"
+
+                for headers in (
+                    auth(Role.incident_commander),
+                    {**auth(Role.incident_commander), "Idempotency-Key": "outage-43"},
                 ):
-                    monkeypatch.setattr("api.routes.emergency.WORKER_WAIT_SECONDS", 30.0)
-                    retry = await _call(api, "POST", URL, json=SEED_REQUEST, headers=keyed)
-                    assert retry.status_code == 200, retry.text
-                    assert retry.headers["Idempotent-Replayed"] == "true"
-                    data = retry.json()["data"]
-                    coordination_id = data["coordinationResult"]["coordinationId"]
-                    assert data["emergencyStatus"]["activated"] is True
-                    with sessions() as session:
-                        row = session.scalars(select(Emergency)).one()
-                    assert row.coordination_id == coordination_id
-
-                    other_body = {**SEED_REQUEST, "maxBudgetOverride": 6000}
-                    reused = await _call(api, "POST", URL, json=other_body, headers=keyed)
-                    assert reused.status_code == 409, reused.text
-                    assert reused.json()["error"]["code"] == "idempotency_key_reused"
-
-                    for headers in (
-                        auth(Role.incident_commander),
-                        {**auth(Role.incident_commander), "Idempotency-Key": "outage-43"},
-                    ):
-                        second = await _call(api, "POST", URL, json=SEED_REQUEST, headers=headers)
-                        assert second.status_code == 409, second.text
-                        conflict = second.json()["error"]
-                        assert conflict["code"] == "emergency_already_active"
-                        assert conflict["details"]["coordinationId"] == coordination_id
+                    second = await _call(api, "POST", URL, json=SEED_REQUEST, headers=headers)
+                    assert second.status_code == 409, second.text
+                    conflict = second.json()["error"]
+                    assert conflict["code"] == "emergency_already_active"
+                    assert conflict["details"]["coordinationId"] == coordination_id
     finally:
         await _terminate_running(dev_env.client, workflow_id_for("stripe"))
