@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, func, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from routing import breaker
-from routing.admission import NOTIFY_STEP, Admission
+from routing.admission import FULL, NOTIFY_STEP, Admission
 from routing.breaker import BreakerConfig, BreakerStatus
 from routing.health import (
     Assessment,
@@ -180,7 +180,7 @@ class NodeState:
     breaker: BreakerStatus
     failure_probability: float
     notified_at: datetime | None = None
-    admission: Admission = Admission()
+    admission: Admission = FULL
 
 
 def lock_nodes(session: Session, node_ids: Iterable[str] | None = None) -> list[NodeState]:

@@ -302,9 +302,7 @@ def test_a_few_refusals_cut_the_admitted_share_and_time_restores_it(
     # The bucket is a stable hash of the request: some requests, not all and not none.
     assert 0.5 < chosen.count(PRIMARY) / len(chosen) < 0.95
     assert chosen == [
-        client_route(api_client, headers, f"share-{n}")["routingDecision"]["selectedNode"][
-            "nodeId"
-        ]
+        client_route(api_client, headers, f"share-{n}")["routingDecision"]["selectedNode"]["nodeId"]
         for n in range(60)
     ]
 
