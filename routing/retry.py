@@ -13,13 +13,15 @@ order, first match wins:
 4. any node, and only then a node a recovery holds out (as `decide` lets a hold yield).
 
 Healthy, on the snapshot's figures: the breaker is not half-open, the success rate is within
-the error-rate SLO, the latency within the latency SLO, and an SLO breach is not predicted
-more likely than not. The success rate is the blended one (the catalog counts as 20 calls),
-so one chance failure among a few calls does not make a node unhealthy, several do; the
-health score is not used, because it moves by tens of points on one failure when a node has
-had few calls. Within a tier the request's strategy picks, as for a first attempt. A node
-whose breaker is open only for rate limiting takes retries: a rate limit refuses volume, and
-a retry is one call.
+the error-rate SLO, the latency within the latency SLO, an SLO breach is not predicted more
+likely than not, and no recovery holds the node out (while one restores it in stages the node
+sees few calls and its figures lag a relapse: a first attempt in the restored share may use
+it, a retry, the caller's last try, waits for tier 3). The success rate is the blended one
+(the catalog counts as 20 calls), so one chance failure among a few calls does not make a
+node unhealthy, several do; the health score is not used, because it moves by tens of points
+on one failure when a node has had few calls. Within a tier the request's strategy picks, as
+for a first attempt. A node whose breaker is open only for rate limiting takes retries: a
+rate limit refuses volume, and a retry is one call.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from routing.types import (
     NoEligibleNode,
     ProviderNode,
     RoutingDecision,
+    RoutingOverride,
     RoutingRequest,
     RoutingSnapshot,
 )
@@ -64,6 +67,14 @@ def unhealthy_because(node: ProviderNode, live: NodeHealth) -> str | None:
     return None
 
 
+def _on_probation(override: RoutingOverride | None) -> str:
+    """Why a node a recovery holds out is no retry target while a healthy node is."""
+    fraction = override.restore_fraction if override is not None else 0.0
+    if fraction > 0.0:
+        return f"a recovery is restoring it ({fraction:.0%} of traffic so far)"
+    return "a recovery holds it out"
+
+
 def decide_retry(
     request: RoutingRequest,
     snapshot: RoutingSnapshot,
@@ -78,8 +89,12 @@ def decide_retry(
     """
     tried = request.failed_providers
     unhealthy: dict[str, str] = {}
+    override = snapshot.overrides.get(request.service)
+    held = override.excluded_nodes if override is not None else frozenset()
     for node in service_nodes(snapshot, request.service):
         why = unhealthy_because(node, effective_health(node, snapshot.health))
+        if why is None and node.node_id in held:
+            why = _on_probation(override)
         if why is not None:
             unhealthy[node.node_id] = why
     avoided = frozenset(unhealthy)

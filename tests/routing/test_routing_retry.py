@@ -7,6 +7,7 @@ from routing_builders import NOW, load_default_snapshot, node, snapshot_of
 
 from routing.breaker import BreakerReason
 from routing.decide import decide
+from routing.eligibility import restore_bucket
 from routing.retry import decide_retry, unhealthy_because
 from routing.types import (
     BreakerState,
@@ -132,6 +133,32 @@ def test_a_retry_prefers_the_tried_node_to_one_a_recovery_holds_out() -> None:
     snapshot = snapshot_of(PRIMARY, SECONDARY, overrides=held("primary"))
 
     assert chosen(retry("secondary"), snapshot) == "secondary"
+
+
+def test_a_retry_does_not_probe_a_node_a_recovery_is_restoring() -> None:
+    # The primary is back to 30 % of traffic and this request is in the restored share, so
+    # a first attempt may use it; a retry, the caller's last try, goes to the node it failed
+    # on while that one is healthy, and takes the restoring node only when nothing else can.
+    restoring = {
+        "svc": RoutingOverride("svc", "recovery:svc:test", frozenset({"primary"}), None, 0.3)
+    }
+    request_id = next(f"r-{n}" for n in range(1000) if restore_bucket("svc", f"r-{n}") < 0.3)
+    snapshot = snapshot_of(PRIMARY, SECONDARY, overrides=restoring)
+    first = RoutingRequest(
+        "svc", "op", request_id=request_id, preferred_strategy=Strategy.HEALTH_BASED
+    )
+    assert decide(first, snapshot, NOW).node.node_id == "primary"
+
+    decision = decide_retry(retry("secondary", request_id=request_id), snapshot, NOW)
+
+    assert decision.node.node_id == "secondary"
+    primary = next(e for e in decision.exclusions if e.node_id == "primary")
+    assert primary.reason is ExclusionReason.UNHEALTHY_FOR_RETRY
+    assert "restoring it (30% of traffic so far)" in primary.detail
+
+    broken = {"secondary": live("secondary", state=BreakerState.OPEN)}
+    alone = snapshot_of(PRIMARY, SECONDARY, overrides=restoring, health=broken)
+    assert chosen(retry("secondary", request_id=request_id), alone) == "primary"
 
 
 def test_a_hold_yields_when_it_leaves_nothing_else() -> None:
