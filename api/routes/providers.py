@@ -106,6 +106,7 @@ def _views(
                     latency_p50_ms=health.latency_p50_ms,
                     latency_p95_ms=health.latency_p95_ms,
                     observations=health.observations,
+                    admitted_share=health.admitted_share,
                     updated_at=health.updated_at,
                 ),
                 breaker=BreakerView(

@@ -29,6 +29,9 @@ class LiveHealth(ResponseModel):
     latency_p50_ms: float
     latency_p95_ms: float
     observations: int
+    # Share of first attempts routing offers the node while it refuses calls for rate
+    # limiting (1: all of them; docs/ROUTING.md, "A rate-limited node's admitted share").
+    admitted_share: float = 1.0
     updated_at: datetime | None = None
 
 

@@ -287,6 +287,9 @@ def test_a_few_refusals_cut_the_admitted_share_and_time_restores_it(
         health = session.get(NodeHealthRow, PRIMARY)
         assert health is not None and health.admitted_share == pytest.approx(0.768)
         assert health.admitted_at is not None
+    view = api_client.get(f"{BASE}/providers/{PRIMARY}", headers=auth(Role.viewer))
+    assert view.status_code == 200, view.text
+    assert view.json()["data"]["health"]["admittedShare"] == pytest.approx(0.768)
 
     runtime = api_client.app.state.runtime  # type: ignore[attr-defined]
     assert runtime.snapshot.refresh().health[PRIMARY].admitted_share == pytest.approx(0.768)

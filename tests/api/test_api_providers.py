@@ -69,6 +69,7 @@ def test_list_shows_every_node_in_catalog_order_with_catalog_figures(
         "errorRateSlo": 5,
     }
     assert primary["health"]["healthScore"] == 95 and primary["health"]["observations"] == 0
+    assert primary["health"]["admittedShare"] == 1.0
     assert primary["breaker"]["state"] == "CLOSED" and primary["breaker"]["forced"] is None
     assert primary["prediction"] == {
         "failureProbability": 0.0,
