@@ -13,7 +13,7 @@ from typing import Any
 from starlette.types import Scope
 
 from api.audit import answer_record, mark_audited
-from api.errors import ApiError
+from api.errors import ApiError, field_error
 from api.runtime import ApiRuntime
 from api.schemas.coordination import (
     BackendAgentIntegration,
@@ -100,12 +100,7 @@ def require_service(snapshot: RoutingSnapshot, service: str, field: str = "servi
     """422 naming the field when the service is not in the catalog."""
     if service not in snapshot.nodes:
         known = ", ".join(snapshot.services())
-        raise ApiError(
-            422,
-            "validation_error",
-            f"invalid request: {field}",
-            [{"field": field, "message": f"unknown service {service!r}; known: {known}"}],
-        )
+        raise field_error(field, f"unknown service {service!r}; known: {known}")
 
 
 def require_nodes(snapshot: RoutingSnapshot, service: str, node_ids: list[str]) -> None:
@@ -114,18 +109,9 @@ def require_nodes(snapshot: RoutingSnapshot, service: str, node_ids: list[str]) 
     known = {node.node_id for node in snapshot.nodes.get(service, ())}
     for index, node_id in enumerate(node_ids):
         if node_id not in known:
-            field = f"routingContext.failedProviders.{index}"
-            raise ApiError(
-                422,
-                "validation_error",
-                f"invalid request: {field}",
-                [
-                    {
-                        "field": field,
-                        "message": f"{node_id!r} is not a node of {service!r}; "
-                        f"its nodes: {', '.join(sorted(known))}",
-                    }
-                ],
+            raise field_error(
+                f"routingContext.failedProviders.{index}",
+                f"{node_id!r} is not a node of {service!r}; its nodes: {', '.join(sorted(known))}",
             )
 
 

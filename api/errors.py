@@ -35,6 +35,13 @@ class ApiError(Exception):
         super().__init__(message)
 
 
+def field_error(field: str, message: str) -> ApiError:
+    """A 422 naming one field of the request, shaped as FastAPI's own validation errors."""
+    return ApiError(
+        422, "validation_error", f"invalid request: {field}", [{"field": field, "message": message}]
+    )
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:

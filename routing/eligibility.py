@@ -43,20 +43,25 @@ def service_nodes(snapshot: RoutingSnapshot, service: str) -> tuple[ProviderNode
     return nodes
 
 
-def restore_bucket(service: str, request_id: str) -> float:
-    """The request's stable position in [0, 1) for staged restores of this service."""
+def _bucket(scope: str, request_id: str) -> float:
+    """The request's stable position in [0, 1) within `scope`, in steps of 1/RESTORE_BUCKETS."""
     # crc32 rather than hash(): str hashes are salted per process, and every API replica,
     # worker and replayed workflow must put the same request in the same bucket.
-    digest = zlib.crc32(f"{service}:{request_id}".encode())
+    digest = zlib.crc32(f"{scope}:{request_id}".encode())
     return (digest % RESTORE_BUCKETS) / RESTORE_BUCKETS
+
+
+def restore_bucket(service: str, request_id: str) -> float:
+    """The request's stable position in [0, 1) for staged restores of this service."""
+    return _bucket(service, request_id)
 
 
 def admission_bucket(node_id: str, request_id: str) -> float:
-    """The request's stable position in [0, 1) for a node's admitted share (admission.py)."""
-    # Per node, so that two rate-limited nodes of a service do not turn away the same
-    # requests; crc32 for the same reason as restore_bucket.
-    digest = zlib.crc32(f"{node_id}:{request_id}".encode())
-    return (digest % RESTORE_BUCKETS) / RESTORE_BUCKETS
+    """The request's stable position in [0, 1) for a node's admitted share (admission.py).
+
+    Per node, so that two rate-limited nodes of a service do not turn away the same requests.
+    """
+    return _bucket(node_id, request_id)
 
 
 def override_for(request: RoutingRequest, snapshot: RoutingSnapshot) -> RoutingOverride | None:

@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from routing import breaker
-from routing.admission import FULL, Admission, AdmissionConfig, admit
+from routing.admission import FULL, NOTIFY_STEP, Admission, AdmissionConfig, admit
 from routing.breaker import BreakerConfig, BreakerReason, BreakerStatus, call_stats
 from routing.prediction import Prediction, PredictionConfig, Sample, predict
 from routing.types import BreakerState, ProviderNode
@@ -350,3 +350,27 @@ def material_change(
         or abs(after.latency_p50_ms - before.latency_p50_ms) >= 0.1 * max(before.latency_p50_ms, 1)
         or abs(p_after - p_before) >= 0.1
     )
+
+
+def moved_at_once(
+    breaker_before: BreakerState, admission_before: Admission, after: Assessment
+) -> bool:
+    """Whether routing must see the change now, not at the next reload.
+
+    A breaker that changed state, or an admitted share that moved by `NOTIFY_STEP` or more;
+    store/health.py sends a snapshot NOTIFY for it, the simulator reloads its replicas.
+    """
+    return (
+        after.breaker.state is not breaker_before
+        or abs(after.admission.share - admission_before.share) >= NOTIFY_STEP
+    )
+
+
+# The error codes of a failed outcome that mean "refused for rate limiting" (HTTP 429):
+# the provider did no work, so the call is a refusal, not evidence of an outage.
+RATE_LIMIT_CODES = frozenset({"429", "rate_limited", "rate_limit_exceeded", "too_many_requests"})
+
+
+def is_rate_limited(success: bool, error_code: str | None) -> bool:
+    """True when a failed outcome's errorCode says the provider refused it (rate limiting)."""
+    return not success and error_code is not None and error_code.strip().lower() in RATE_LIMIT_CODES

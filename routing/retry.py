@@ -67,9 +67,9 @@ def unhealthy_because(node: ProviderNode, live: NodeHealth) -> str | None:
     return None
 
 
-def _on_probation(override: RoutingOverride | None) -> str:
+def _on_probation(override: RoutingOverride) -> str:
     """Why a node a recovery holds out is no retry target while a healthy node is."""
-    fraction = override.restore_fraction if override is not None else 0.0
+    fraction = override.restore_fraction
     if fraction > 0.0:
         return f"a recovery is restoring it ({fraction:.0%} of traffic so far)"
     return "a recovery holds it out"
@@ -90,10 +90,9 @@ def decide_retry(
     tried = request.failed_providers
     unhealthy: dict[str, str] = {}
     override = snapshot.overrides.get(request.service)
-    held = override.excluded_nodes if override is not None else frozenset()
     for node in service_nodes(snapshot, request.service):
         why = unhealthy_because(node, effective_health(node, snapshot.health))
-        if why is None and node.node_id in held:
+        if why is None and override is not None and node.node_id in override.excluded_nodes:
             why = _on_probation(override)
         if why is not None:
             unhealthy[node.node_id] = why

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from routing import breaker
-from routing.admission import FULL, NOTIFY_STEP, Admission
+from routing.admission import FULL, Admission
 from routing.breaker import BreakerStatus
 from routing.health import (
     Degradation,
@@ -23,6 +23,7 @@ from routing.health import (
     Observation,
     assess,
     material_change,
+    moved_at_once,
     recent,
 )
 from routing.types import BreakerState, NodeHealth, ProviderNode
@@ -135,11 +136,7 @@ class Monitor:
             state.window = recent(observations, now, self.config.health)
             state.pending = []
             probability = assessed.prediction.failure_probability if self.prediction else 0.0
-            # A share that moved by a step is routing's business at once, like a breaker.
-            moved = (
-                assessed.breaker.state is not state.status.state
-                or abs(assessed.admission.share - state.admission.share) >= NOTIFY_STEP
-            )
+            moved = moved_at_once(state.status.state, state.admission, assessed)
             drifted = material_change(
                 state.figures, assessed.figures, state.failure_probability, probability
             )

@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, func, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from routing import breaker
-from routing.admission import FULL, NOTIFY_STEP, Admission
+from routing.admission import FULL, Admission
 from routing.breaker import BreakerConfig, BreakerStatus
 from routing.health import (
     Assessment,
@@ -26,7 +26,9 @@ from routing.health import (
     MonitoringConfig,
     Observation,
     assess,
+    is_rate_limited,
     material_change,
+    moved_at_once,
 )
 from routing.prediction import PredictionConfig
 from routing.types import BreakerState, ProviderNode
@@ -252,16 +254,6 @@ def load_windows(
     return windows
 
 
-# The error codes of a failed outcome that mean "refused for rate limiting" (HTTP 429):
-# the provider did no work, so the call is a refusal, not evidence of an outage.
-RATE_LIMIT_CODES = frozenset({"429", "rate_limited", "rate_limit_exceeded", "too_many_requests"})
-
-
-def is_rate_limited(success: bool, error_code: str | None) -> bool:
-    """True when a failed outcome's errorCode says the provider refused it (rate limiting)."""
-    return not success and error_code is not None and error_code.strip().lower() in RATE_LIMIT_CODES
-
-
 def _aware(value: Any) -> datetime:
     """A UTC datetime: SQLite gives UNION columns back naive or as text; psycopg gives the
     session's zone as a ZoneInfo, whose arithmetic is several times slower than UTC's."""
@@ -309,10 +301,7 @@ def reassess(
             continue
         result.changed += 1
         notified_at = state.notified_at
-        if (
-            assessed.breaker.state is not state.breaker.state
-            or abs(assessed.admission.share - state.admission.share) >= NOTIFY_STEP
-        ) or (
+        if moved_at_once(state.breaker.state, state.admission, assessed) or (
             _drifted(state, assessed)
             and (notified_at is None or now - notified_at >= DRIFT_NOTIFY_INTERVAL)
         ):

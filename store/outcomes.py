@@ -16,8 +16,8 @@ from typing import cast
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
-from routing.health import MonitoringConfig, Observation
-from store.health import HealthUpdate, Transition, is_rate_limited, lock_nodes, reassess
+from routing.health import MonitoringConfig, Observation, is_rate_limited
+from store.health import HealthUpdate, Transition, lock_nodes, reassess
 from store.models import Outcome
 
 _OUTCOMES = cast(Table, Outcome.__table__)

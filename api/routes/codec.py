@@ -20,7 +20,7 @@ from temporalio.api.common.v1 import Payload
 
 from api.auth import Permission, Principal, Role
 from api.deps import BearerDep, Operator, get_security, require, requires
-from api.errors import ApiError
+from api.errors import ApiError, field_error
 from api.schemas.common import ErrorEnvelope
 from api.security import ui_origins
 from store.crypto import DecryptionError
@@ -57,12 +57,8 @@ def _from_wire(body: CodecPayloads) -> list[Payload]:
             metadata = {k: base64.b64decode(v, validate=True) for k, v in item.metadata.items()}
             data = base64.b64decode(item.data, validate=True)
         except (binascii.Error, ValueError) as exc:
-            field = f"payloads.{index}"
-            raise ApiError(
-                422,
-                "validation_error",
-                f"invalid request: {field}",
-                [{"field": field, "message": "metadata values and data must be base64"}],
+            raise field_error(
+                f"payloads.{index}", "metadata values and data must be base64"
             ) from exc
         payloads.append(Payload(metadata=metadata, data=data))
     return payloads

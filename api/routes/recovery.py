@@ -17,7 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.coordinator import require_service
 from api.deps import Operator, Reader, RuntimeDep, TemporalDep
-from api.errors import ApiError
+from api.errors import ApiError, field_error
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
 from api.schemas.recovery import (
@@ -63,17 +63,10 @@ def _validate_providers(runtime: ApiRuntime, body: BackendAgentErrorRequest) -> 
     known = {n.node_id for n in snapshot.nodes[body.service_name]}
     strangers = [p for p in body.error_details.failed_providers if p not in known]
     if strangers:
-        raise ApiError(
-            422,
-            "validation_error",
-            "invalid request: errorDetails.failedProviders",
-            [
-                {
-                    "field": "errorDetails.failedProviders",
-                    "message": f"{', '.join(strangers)} not a node of {body.service_name!r}; "
-                    f"its nodes: {', '.join(sorted(known))}",
-                }
-            ],
+        raise field_error(
+            "errorDetails.failedProviders",
+            f"{', '.join(strangers)} not a node of {body.service_name!r}; "
+            f"its nodes: {', '.join(sorted(known))}",
         )
 
 
