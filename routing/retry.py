@@ -9,8 +9,13 @@ order, first match wins:
 
 1. an untried node that is healthy;
 2. a tried node that is healthy;
-3. an untried node;
-4. any node, and only then a node a recovery holds out (as `decide` lets a hold yield).
+3. an untried node, a node a recovery is restoring included (its hold yields);
+4. any node, and only then a node a recovery holds out at 0 % (as `decide` lets a hold yield).
+
+Tier 3 is reached when no node is healthy: the request failed on nodes that are themselves
+failing. A node under a staged restore has passed its recovery's health checks and serves a
+share of live traffic, so its figures are recent; going back to a failing node instead is the
+worse bet. A node still held out at 0 % has no recent figures at all, so it waits for tier 4.
 
 Healthy, on the snapshot's figures: the breaker is not half-open, the success rate is within
 the error-rate SLO, the latency within the latency SLO, an SLO breach is not predicted more
@@ -98,6 +103,7 @@ def decide_retry(
             unhealthy[node.node_id] = why
     avoided = frozenset(unhealthy)
     tiers: tuple[frozenset[str], ...] = (tried | avoided, avoided, tried, frozenset())
+    restoring = override is not None and override.restore_fraction > 0.0
     error: NoEligibleNode | None = None
     for number, avoid in enumerate(tiers, start=1):
         try:
@@ -106,8 +112,8 @@ def decide_retry(
                 snapshot,
                 now,
                 rate_limited_eligible=True,
-                # A recovery's hold yields only once no tier has a node outside it.
-                hold_yields=hold_yields and number == len(tiers),
+                # A hold yields in the last tier, and a restoring one from tier 3 on.
+                hold_yields=hold_yields and (number == len(tiers) or (number == 3 and restoring)),
             )
         except NoEligibleNode as exc:
             error = exc

@@ -161,6 +161,31 @@ def test_a_retry_does_not_probe_a_node_a_recovery_is_restoring() -> None:
     assert chosen(retry("secondary", request_id=request_id), alone) == "primary"
 
 
+def test_a_retry_takes_a_restoring_node_rather_than_go_back_to_a_failing_one() -> None:
+    # The secondary failed the request and is below its SLO; the primary, restored to 30 %,
+    # has passed its recovery's checks. Outside the restored share too, the retry goes to the
+    # primary rather than back to the failing secondary.
+    failing = {"secondary": live("secondary", success=93.0)}
+    request_id = next(f"r-{n}" for n in range(1000) if restore_bucket("svc", f"r-{n}") >= 0.3)
+    restoring = {
+        "svc": RoutingOverride("svc", "recovery:svc:test", frozenset({"primary"}), None, 0.3)
+    }
+    snapshot = snapshot_of(PRIMARY, SECONDARY, overrides=restoring, health=failing)
+    first = RoutingRequest(
+        "svc", "op", request_id=request_id, preferred_strategy=Strategy.HEALTH_BASED
+    )
+    assert decide(first, snapshot, NOW).node.node_id == "secondary"
+
+    assert chosen(retry("secondary", request_id=request_id), snapshot) == "primary"
+
+    # Held out at 0 % the primary has no recent figures: the retry goes back.
+    at_zero = snapshot_of(PRIMARY, SECONDARY, overrides=held("primary"), health=failing)
+    assert chosen(retry("secondary", request_id=request_id), at_zero) == "secondary"
+    # A healthy tried node still beats the restoring one (tier 2).
+    healthy = snapshot_of(PRIMARY, SECONDARY, overrides=restoring)
+    assert chosen(retry("secondary", request_id=request_id), healthy) == "secondary"
+
+
 def test_a_hold_yields_when_it_leaves_nothing_else() -> None:
     # The secondary's breaker is open: the primary, held by a recovery, is all there is.
     snapshot = snapshot_of(
