@@ -3,9 +3,10 @@
     .venv/bin/python -m sim.seeds [SCENARIO ...] [--seeds 10]
 
 Prints, per scenario, a Markdown table with each policy's failed requests on every seed, its
-worst success rate and its median cost per successful request, and the seeds on which
-Switchyard failed more requests than the best baseline. The ablations (not the live system,
-see docs/SIMULATION.md) are listed last.
+worst success rate and its median cost per successful request, the seeds on which
+Switchyard failed more requests than the best baseline, and, over all the seeds, whether
+Switchyard is behind any baseline by more than luck explains (`behind_by_chance`). The
+ablations (not the live system, see docs/SIMULATION.md) are listed last.
 """
 
 from __future__ import annotations
@@ -15,11 +16,26 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from math import comb
 
 from sim.runner import ABLATIONS, POLICIES, SWITCHYARD, run_scenario
 from sim.scenario import load_scenario, scenario_names
 
 BASELINES = ("primary-only", "round-robin", "litellm-cooldown", "envoy-outlier")
+# Behind beyond chance: luck alone would put Switchyard this far behind less often than this.
+SIGNIFICANCE = 0.05
+
+
+def behind_by_chance(switchyard: int, baseline: int) -> float:
+    """How likely luck alone puts Switchyard at least this many failed requests behind.
+
+    Both policies serve the same requests and a failed request is a rare event, so each
+    total is close to a Poisson count. Given their sum k, Switchyard's count is
+    Binomial(k, 1/2) when the two fail at the same rate; the answer is the one-sided p-value
+    P(X >= switchyard). One request behind on one seed (1 against 0) gives 0.5: no evidence.
+    """
+    k = switchyard + baseline
+    return sum(comb(k, i) for i in range(switchyard, k + 1)) / 2**k
 
 
 def robustness_table(name: str, seeds: Sequence[int]) -> str:
@@ -55,6 +71,15 @@ def robustness_table(name: str, seeds: Sequence[int]) -> str:
     lines.append(
         "Seeds where switchyard failed more requests than the best baseline: "
         + (", ".join(behind) if behind else "none")
+    )
+    ours = sum(failed[SWITCHYARD])
+    odds = {b: behind_by_chance(ours, sum(failed[b])) for b in BASELINES}
+    lines.append("")
+    lines.append(
+        f"All seeds, switchyard {ours:,} failed against "
+        + ", ".join(f"{b} {sum(failed[b]):,} (p = {odds[b]:.2f})" for b in BASELINES)
+        + "; behind beyond chance (p < 0.05): "
+        + (", ".join(b for b in BASELINES if odds[b] < SIGNIFICANCE) or "none")
     )
     return "\n".join(lines)
 
