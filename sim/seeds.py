@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from math import comb
+from math import exp, lgamma, log
 
 from sim.runner import ABLATIONS, POLICIES, SWITCHYARD, run_scenario
 from sim.scenario import load_scenario, scenario_names
@@ -35,7 +35,14 @@ def behind_by_chance(switchyard: int, baseline: int) -> float:
     P(X >= switchyard). One request behind on one seed (1 against 0) gives 0.5: no evidence.
     """
     k = switchyard + baseline
-    return sum(comb(k, i) for i in range(switchyard, k + 1)) / 2**k
+
+    def term(i: int) -> float:  # P(X = i), in logs: k runs to tens of thousands
+        return exp(lgamma(k + 1) - lgamma(i + 1) - lgamma(k - i + 1) - k * log(2.0))
+
+    # Sum the shorter tail.
+    if switchyard <= k - switchyard:
+        return max(0.0, 1.0 - sum(term(i) for i in range(switchyard)))
+    return min(1.0, sum(term(i) for i in range(switchyard, k + 1)))
 
 
 def robustness_table(name: str, seeds: Sequence[int]) -> str:
