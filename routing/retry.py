@@ -9,13 +9,16 @@ order, first match wins:
 
 1. an untried node that is healthy;
 2. a tried node that is healthy;
-3. an untried node, a node a recovery is restoring included (its hold yields);
-4. any node, and only then a node a recovery holds out at 0 % (as `decide` lets a hold yield).
+3. an untried node, including a held node whose figures are recent (its hold yields);
+4. any node, and only then any node a recovery holds out (as `decide` lets a hold yield).
 
 Tier 3 is reached when no node is healthy: the request failed on nodes that are themselves
-failing. A node under a staged restore has passed its recovery's health checks and serves a
-share of live traffic, so its figures are recent; going back to a failing node instead is the
-worse bet. A node still held out at 0 % has no recent figures at all, so it waits for tier 4.
+failing. A held node whose figures are recent is the better bet than going back to a
+failing node: a node under a staged restore (it passed its recovery's health checks and
+serves a share of live traffic), or a node whose figures are healthy on at least
+`RECENT_EVIDENCE` outcomes (it has been serving, typically because the hold yielded to it
+while the rest of the service was excluded). A node held out at 0 % with few or unhealthy
+outcomes has no recent figures to go by, so it waits for tier 4.
 
 Healthy, on the snapshot's figures: the breaker is not half-open, the success rate is within
 the error-rate SLO, the latency within the latency SLO, an SLO breach is not predicted more
@@ -52,6 +55,9 @@ from routing.types import (
 
 # A node predicted to breach an SLO with at least this probability: more likely than not.
 LIKELY = 0.5
+# Outcomes a held node's healthy figures must rest on to vouch for it in tier 3: the
+# breaker's and the SLO detector's minimum (docs/MONITORING.md).
+RECENT_EVIDENCE = 20
 
 
 def unhealthy_because(node: ProviderNode, live: NodeHealth) -> str | None:
@@ -103,17 +109,17 @@ def decide_retry(
             unhealthy[node.node_id] = why
     avoided = frozenset(unhealthy)
     tiers: tuple[frozenset[str], ...] = (tried | avoided, avoided, tried, frozenset())
-    restoring = override is not None and override.restore_fraction > 0.0
+    eased = _eased(snapshot, request.service, override, unhealthy) if hold_yields else snapshot
     error: NoEligibleNode | None = None
     for number, avoid in enumerate(tiers, start=1):
         try:
             decision = decide(
                 replace(request, failed_providers=avoid),
-                snapshot,
+                eased if number == 3 else snapshot,
                 now,
                 rate_limited_eligible=True,
-                # A hold yields in the last tier, and a restoring one from tier 3 on.
-                hold_yields=hold_yields and (number == len(tiers) or (number == 3 and restoring)),
+                # A hold yields in the last tier (in tier 3 only for its recent nodes).
+                hold_yields=hold_yields and number == len(tiers),
             )
         except NoEligibleNode as exc:
             error = exc
@@ -121,6 +127,37 @@ def decide_retry(
         return replace(decision, exclusions=_explained(decision.exclusions, tried, unhealthy))
     assert error is not None
     raise error
+
+
+def _eased(
+    snapshot: RoutingSnapshot,
+    service: str,
+    override: RoutingOverride | None,
+    unhealthy: dict[str, str],
+) -> RoutingSnapshot:
+    """The snapshot with the hold lifted from the held nodes whose figures are recent.
+
+    A staged restore's nodes all are; a node held out at 0 % is when its figures are healthy
+    on at least RECENT_EVIDENCE outcomes (`unhealthy` names it only for its probation).
+    """
+    if override is None or not override.excluded_nodes:
+        return snapshot
+    if override.restore_fraction > 0.0:
+        recent = override.excluded_nodes
+    else:
+        probation = _on_probation(override)
+        recent = frozenset(
+            node_id
+            for node_id in override.excluded_nodes
+            if unhealthy.get(node_id) == probation
+            and (live := snapshot.health.get(node_id)) is not None
+            and live.observations >= RECENT_EVIDENCE
+        )
+    if not recent:
+        return snapshot
+    # The override stays (its strategy still applies), without those nodes.
+    eased = replace(override, excluded_nodes=override.excluded_nodes - recent)
+    return replace(snapshot, overrides={**snapshot.overrides, service: eased})
 
 
 def _explained(

@@ -103,6 +103,8 @@ class NodeHealth:
     # Share of requests offered to the node while it refuses calls for rate limiting, 0..1
     # (routing/admission.py); 1 for a node that does not.
     admitted_share: float = 1.0
+    # Outcomes in the node's health window (at most 100, at most 300 s old) behind the figures.
+    observations: int = 0
 
 
 @dataclass(frozen=True, slots=True)

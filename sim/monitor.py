@@ -58,6 +58,7 @@ class NodeState:
             failure_probability=self.failure_probability,
             breaker_reason=self.status.reason,
             admitted_share=self.admission.share,
+            observations=self.figures.observations,
         )
 
     def healthy(self) -> bool:

@@ -59,6 +59,7 @@ def load_snapshot(
             failure_probability=row.failure_probability,
             breaker_reason=row.breaker_reason,
             admitted_share=row.admitted_share,
+            observations=row.observations,
         )
         for row in session.scalars(health_query)
     }

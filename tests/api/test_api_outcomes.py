@@ -133,6 +133,9 @@ def test_successes_keep_the_breaker_closed_and_move_health_little(
     assert response.json()["data"]["breakerTransitions"] == []
     # One failure in five, against a prior worth 20 calls: the score moves by < 100*5/25.
     assert 95 - 20 < node["healthScore"] < 95
+    # Routing's snapshot knows how many outcomes the figures rest on (routing/retry.py).
+    runtime = api_client.app.state.runtime  # type: ignore[attr-defined]
+    assert runtime.snapshot.refresh().health[PRIMARY].observations == 5
 
 
 def test_half_open_probes_close_the_breaker(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from routing_builders import NOW, load_default_snapshot, node, snapshot_of
 
 from routing.breaker import BreakerReason
 from routing.decide import decide
 from routing.eligibility import restore_bucket
-from routing.retry import decide_retry, unhealthy_because
+from routing.retry import RECENT_EVIDENCE, decide_retry, unhealthy_because
 from routing.types import (
     BreakerState,
     BusinessCriticality,
@@ -178,12 +180,38 @@ def test_a_retry_takes_a_restoring_node_rather_than_go_back_to_a_failing_one() -
 
     assert chosen(retry("secondary", request_id=request_id), snapshot) == "primary"
 
-    # Held out at 0 % the primary has no recent figures: the retry goes back.
+    # Held out at 0 % with no outcomes behind its figures, the primary has nothing recent to
+    # go by: the retry goes back.
     at_zero = snapshot_of(PRIMARY, SECONDARY, overrides=held("primary"), health=failing)
     assert chosen(retry("secondary", request_id=request_id), at_zero) == "secondary"
     # A healthy tried node still beats the restoring one (tier 2).
     healthy = snapshot_of(PRIMARY, SECONDARY, overrides=restoring)
     assert chosen(retry("secondary", request_id=request_id), healthy) == "secondary"
+
+
+def test_a_held_node_serving_with_healthy_figures_takes_a_retry_before_a_failing_one() -> None:
+    # The secondary is held out at 0 %, but it served while the primary's breaker was open
+    # (the hold yielded) and its figures are healthy on 100 outcomes. The primary is probing
+    # (half-open) and just failed this request: the retry goes to the secondary.
+    def health(observations: int, success: float = 99.4) -> dict[str, NodeHealth]:
+        return {
+            "primary": live("primary", score=40.0, success=80.0, state=BreakerState.HALF_OPEN),
+            "secondary": replace(live("secondary", success=success), observations=observations),
+        }
+
+    def retried(observations: int, success: float = 99.4) -> str:
+        snapshot = snapshot_of(
+            PRIMARY, SECONDARY, overrides=held("secondary"), health=health(observations, success)
+        )
+        first = RoutingRequest("svc", "op", request_id="r-1")
+        assert decide(first, snapshot, NOW).node.node_id == "primary"  # the hold applies
+        return chosen(retry("primary"), snapshot)
+
+    assert retried(100) == "secondary"
+    assert retried(RECENT_EVIDENCE) == "secondary"
+    # Too few outcomes, or unhealthy ones (stale failures), vouch for nothing: back it goes.
+    assert retried(RECENT_EVIDENCE - 1) == "primary"
+    assert retried(100, success=90.0) == "primary"
 
 
 def test_a_hold_yields_when_it_leaves_nothing_else() -> None:
