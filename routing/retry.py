@@ -100,16 +100,18 @@ def decide_retry(
     """
     tried = request.failed_providers
     unhealthy: dict[str, str] = {}
+    held_healthy: set[str] = set()  # held nodes whose own figures are healthy
     override = snapshot.overrides.get(request.service)
     for node in service_nodes(snapshot, request.service):
         why = unhealthy_because(node, effective_health(node, snapshot.health))
         if why is None and override is not None and node.node_id in override.excluded_nodes:
             why = _on_probation(override)
+            held_healthy.add(node.node_id)
         if why is not None:
             unhealthy[node.node_id] = why
     avoided = frozenset(unhealthy)
     tiers: tuple[frozenset[str], ...] = (tried | avoided, avoided, tried, frozenset())
-    eased = _eased(snapshot, request.service, override, unhealthy) if hold_yields else snapshot
+    eased = _eased(snapshot, request.service, override, held_healthy) if hold_yields else snapshot
     error: NoEligibleNode | None = None
     for number, avoid in enumerate(tiers, start=1):
         try:
@@ -133,24 +135,22 @@ def _eased(
     snapshot: RoutingSnapshot,
     service: str,
     override: RoutingOverride | None,
-    unhealthy: dict[str, str],
+    held_healthy: set[str],
 ) -> RoutingSnapshot:
     """The snapshot with the hold lifted from the held nodes whose figures are recent.
 
     A staged restore's nodes all are; a node held out at 0 % is when its figures are healthy
-    on at least RECENT_EVIDENCE outcomes (`unhealthy` names it only for its probation).
+    (it is in ``held_healthy``) on at least RECENT_EVIDENCE outcomes.
     """
     if override is None or not override.excluded_nodes:
         return snapshot
     if override.restore_fraction > 0.0:
         recent = override.excluded_nodes
     else:
-        probation = _on_probation(override)
         recent = frozenset(
             node_id
-            for node_id in override.excluded_nodes
-            if unhealthy.get(node_id) == probation
-            and (live := snapshot.health.get(node_id)) is not None
+            for node_id in held_healthy
+            if (live := snapshot.health.get(node_id)) is not None
             and live.observations >= RECENT_EVIDENCE
         )
     if not recent:

@@ -15,9 +15,10 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from math import exp, lgamma, log
 
+from sim.metrics import Summary
 from sim.runner import ABLATIONS, POLICIES, SWITCHYARD, run_scenario
 from sim.scenario import load_scenario, scenario_names
 
@@ -45,29 +46,41 @@ def behind_by_chance(switchyard: int, baseline: int) -> float:
     return min(1.0, sum(term(i) for i in range(switchyard, k + 1)))
 
 
+def summaries_per_seed(
+    name: str, policies: Sequence[str], seeds: Sequence[int]
+) -> dict[str, list[Summary]]:
+    """Each policy's figures on each seed of the scenario, in seed order."""
+    scenario = load_scenario(name)
+    runs: dict[str, list[Summary]] = {p: [] for p in policies}
+    for seed in seeds:
+        for summary in run_scenario(scenario, policies, seed).summaries:
+            runs[summary.policy].append(summary)
+    return runs
+
+
+def odds_behind(failed: Mapping[str, int]) -> dict[str, float]:
+    """`behind_by_chance` of Switchyard's failed requests against each baseline's."""
+    return {b: behind_by_chance(failed[SWITCHYARD], failed[b]) for b in BASELINES}
+
+
 def robustness_table(name: str, seeds: Sequence[int]) -> str:
     """The Markdown table of one scenario over the seeds."""
-    scenario = load_scenario(name)
     names = (*POLICIES, *ABLATIONS)
-    failed: dict[str, list[int]] = {p: [] for p in names}
-    success: dict[str, list[float]] = {p: [] for p in names}
-    cost: dict[str, list[float]] = {p: [] for p in names}
-    for seed in seeds:
-        for summary in run_scenario(scenario, names, seed).summaries:
-            failed[summary.policy].append(summary.failed)
-            success[summary.policy].append(summary.success_rate)
-            cost[summary.policy].append(summary.cost_per_success or float("nan"))
+    runs = summaries_per_seed(name, names, seeds)
+    failed = {p: [s.failed for s in runs[p]] for p in names}
     lines = [
-        f"{scenario.title} ({name}), seeds {seeds[0]} to {seeds[-1]}",
+        f"{load_scenario(name).title} ({name}), seeds {seeds[0]} to {seeds[-1]}",
         "",
         "| policy | failed requests per seed | worst success | median cost / success |",
         "|---|---|---:|---:|",
     ]
     for policy in names:
         label = f"{policy} (ablation, not live)" if policy in ABLATIONS else policy
+        worst = min(s.success_rate for s in runs[policy])
+        cost = statistics.median(s.cost_per_success or float("nan") for s in runs[policy])
         lines.append(
             f"| {label} | {' '.join(f'{n:,}' for n in failed[policy])} "
-            f"| {min(success[policy]):.3f}% | {statistics.median(cost[policy]):.5f} |"
+            f"| {worst:.3f}% | {cost:.5f} |"
         )
     behind = [
         str(seed)
@@ -79,13 +92,13 @@ def robustness_table(name: str, seeds: Sequence[int]) -> str:
         "Seeds where switchyard failed more requests than the best baseline: "
         + (", ".join(behind) if behind else "none")
     )
-    ours = sum(failed[SWITCHYARD])
-    odds = {b: behind_by_chance(ours, sum(failed[b])) for b in BASELINES}
+    totals = {p: sum(failed[p]) for p in names}
+    odds = odds_behind(totals)
     lines.append("")
     lines.append(
-        f"All seeds, switchyard {ours:,} failed against "
-        + ", ".join(f"{b} {sum(failed[b]):,} (p = {odds[b]:.2f})" for b in BASELINES)
-        + "; behind beyond chance (p < 0.05): "
+        f"All seeds, switchyard {totals[SWITCHYARD]:,} failed against "
+        + ", ".join(f"{b} {totals[b]:,} (p = {odds[b]:.2f})" for b in BASELINES)
+        + f"; behind beyond chance (p < {SIGNIFICANCE:g}): "
         + (", ".join(b for b in BASELINES if odds[b] < SIGNIFICANCE) or "none")
     )
     return "\n".join(lines)

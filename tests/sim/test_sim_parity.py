@@ -12,31 +12,28 @@ from __future__ import annotations
 
 import pytest
 
-from sim.runner import run_scenario
-from sim.scenario import load_scenario, scenario_names
-from sim.seeds import BASELINES, SIGNIFICANCE, behind_by_chance
+from sim.scenario import scenario_names
+from sim.seeds import BASELINES, SIGNIFICANCE, behind_by_chance, odds_behind, summaries_per_seed
 
 WIDER_SEEDS = range(1, 11)
 
 
-def failed_requests(name: str, seeds: range) -> dict[str, int]:
+def failed_requests(name: str, policies: list[str], seeds: range) -> dict[str, int]:
     """Each policy's failed requests over the seeds."""
-    totals = dict.fromkeys([*BASELINES, "switchyard"], 0)
-    for seed in seeds:
-        for summary in run_scenario(load_scenario(name), list(totals), seed=seed).summaries:
-            totals[summary.policy] += summary.failed
-    return totals
+    runs = summaries_per_seed(name, policies, seeds)
+    return {policy: sum(s.failed for s in summaries) for policy, summaries in runs.items()}
 
 
 @pytest.mark.parametrize("name", scenario_names())
 def test_switchyard_succeeds_at_least_as_often_as_every_baseline(name: str) -> None:
-    seed_one = failed_requests(name, range(1, 2))
+    policies = [*BASELINES, "switchyard"]
+    seed_one = failed_requests(name, policies, range(1, 2))
     ahead = [b for b in BASELINES if seed_one[b] < seed_one["switchyard"]]
     if not ahead:
         return
 
-    totals = failed_requests(name, WIDER_SEEDS)
-    odds = {b: behind_by_chance(totals["switchyard"], totals[b]) for b in BASELINES}
+    totals = failed_requests(name, policies, WIDER_SEEDS)
+    odds = odds_behind(totals)
     behind = {b: (totals[b], round(odds[b], 4)) for b in BASELINES if odds[b] < SIGNIFICANCE}
     assert not behind, (
         f"{name}: switchyard failed {totals['switchyard']} requests over seeds 1-10, "
@@ -47,10 +44,8 @@ def test_switchyard_succeeds_at_least_as_often_as_every_baseline(name: str) -> N
 def test_the_wider_check_catches_a_policy_that_is_really_behind() -> None:
     # The ablation without the strand guard strands the flapping service on some seeds
     # (docs/SIMULATION.md): over seeds 1-10 that is far beyond luck against Envoy's totals.
-    totals = dict.fromkeys(["envoy-outlier", "switchyard-unguarded"], 0)
-    for seed in WIDER_SEEDS:
-        result = run_scenario(load_scenario("avalara_flapping"), list(totals), seed=seed)
-        for summary in result.summaries:
-            totals[summary.policy] += summary.failed
+    totals = failed_requests(
+        "avalara_flapping", ["envoy-outlier", "switchyard-unguarded"], WIDER_SEEDS
+    )
 
     assert behind_by_chance(totals["switchyard-unguarded"], totals["envoy-outlier"]) < 0.001
