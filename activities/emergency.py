@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.ledger import apply_once
 from routing.decide import UnknownService, decide
 from routing.types import NoEligibleNode, RoutingDecision, RoutingRequest
 from store.base import utcnow
 from store.coordinations import coordination_row
 from store.crypto import FieldCipher
 from store.events import publish, snapshot_changed
+from store.ledger import apply_once
 from store.models import Coordination, Emergency, ProviderNodeRow, ProviderService
 from store.snapshot import load_snapshot
 from switchyard.settings import Settings

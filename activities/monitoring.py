@@ -1,4 +1,4 @@
-"""The monitor's worker side: HealthSweep activities and the schedule that runs them.
+"""The monitor's worker side: the HealthSweep activities.
 
 `sweep_health` re-scores every node in one transaction (store/health.py). `start_recoveries`
 uses the worker's Temporal client to start an ErrorRecoveryWorkflow per degraded node with
@@ -18,25 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleUpdate,
-    WorkflowExecutionStatus,
-    WorkflowUpdateFailedError,
-)
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -47,13 +33,10 @@ from store.db import transaction
 from store.health import monitoring_config, sweep
 from store.snapshot import load_snapshot
 from switchyard.settings import Settings
-from worker.recoveries import recovery_workflow_id, start_or_join_recovery
-from workflows.health_sweep import HealthSweepWorkflow
+from temporal_client.recoveries import recovery_workflow_id, start_or_join_recovery
 from workflows.health_sweep_types import (
     START_RECOVERIES,
     SWEEP_HEALTH,
-    SWEEP_SCHEDULE_ID,
-    SWEEP_WORKFLOW_ID,
     BreakerChange,
     DegradedNode,
     RecoveryStart,
@@ -61,15 +44,11 @@ from workflows.health_sweep_types import (
     StartRecoveriesResult,
     SweepHealthInput,
     SweepHealthResult,
-    SweepInput,
     monitor_stream_id,
 )
 from workflows.recovery_types import ErrorReport
 
 log = logging.getLogger("switchyard.monitor")
-# A sweep run that finds no worker gives up after this; with overlap SKIP, a stuck run
-# would otherwise hold back every later one.
-SWEEP_RUN_TIMEOUT = timedelta(minutes=5)
 
 
 class MonitoringActivities:
@@ -226,62 +205,3 @@ class MonitoringActivities:
             selected_node=result.plan.selected.node_id,
             detail=node.detail,
         )
-
-
-def health_sweep_schedule(settings: Settings) -> Schedule:
-    """The schedule that runs HealthSweepWorkflow every `health_sweep_interval_seconds`."""
-    every = timedelta(seconds=settings.health_sweep_interval_seconds)
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            HealthSweepWorkflow.run,
-            SweepInput(),
-            id=SWEEP_WORKFLOW_ID,
-            task_queue=settings.temporal_task_queue,
-            execution_timeout=SWEEP_RUN_TIMEOUT,
-            static_summary="Health sweep: re-score nodes, half-open breakers, predict, recover",
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        # A sweep is only useful now: never two at once, never a backlog after downtime.
-        policy=SchedulePolicy(
-            overlap=ScheduleOverlapPolicy.SKIP,
-            catchup_window=max(timedelta(seconds=10), 2 * every),
-        ),
-    )
-
-
-async def ensure_health_sweep(
-    client: Client, settings: Settings, schedule_id: str = SWEEP_SCHEDULE_ID
-) -> str:
-    """Create the sweep schedule, or update it when its interval or queue changed.
-
-    Returns "created", "updated" or "unchanged". Safe to call from every worker at start-up;
-    a schedule an operator paused stays paused.
-    """
-    wanted = health_sweep_schedule(settings)
-    try:
-        await client.create_schedule(schedule_id, wanted)
-        log.info("created schedule %s", schedule_id)
-        return "created"
-    except ScheduleAlreadyRunningError:
-        pass
-    handle = client.get_schedule_handle(schedule_id)
-    current = (await handle.describe()).schedule
-    if _same_schedule(current, wanted):
-        return "unchanged"
-    keep_state = replace(wanted, state=current.state)
-    await handle.update(lambda _: ScheduleUpdate(schedule=keep_state))
-    log.info("updated schedule %s", schedule_id)
-    return "updated"
-
-
-def _same_schedule(current: Schedule, wanted: Schedule) -> bool:
-    action, goal = current.action, wanted.action
-    if not isinstance(action, ScheduleActionStartWorkflow):
-        return False
-    assert isinstance(goal, ScheduleActionStartWorkflow)
-    return (
-        [i.every for i in current.spec.intervals] == [i.every for i in wanted.spec.intervals]
-        and action.workflow == goal.workflow
-        and action.task_queue == goal.task_queue
-        and action.execution_timeout == goal.execution_timeout
-    )

@@ -10,13 +10,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from activities.ledger import apply_once
 from routing.recovery import RecoveryPlan, Severity, choose_recovery, plan_recovery
 from routing.types import BreakerState, NoEligibleNode, ProviderNode, RoutingSnapshot
 from store.base import utcnow
 from store.coordinations import touch_monitoring_session
 from store.crypto import FieldCipher
 from store.events import publish, snapshot_changed
+from store.ledger import apply_once
 from store.models import (
     Coordination,
     ErrorEvent,

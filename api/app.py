@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,37 +14,32 @@ from api.decision_writer import DecisionWriter
 from api.errors import install_error_handlers
 from api.events_hub import build_events_hub
 from api.metrics import install_metrics
-from api.routes import codec, dashboard, health
+from api.paths import PREFIX
+from api.routes import (
+    analytics,
+    audit,
+    codec,
+    connections,
+    coordination,
+    dashboard,
+    emergency,
+    events,
+    health,
+    outcomes,
+    providers,
+    recovery,
+)
 from api.runtime import ApiRuntime
 from api.security import install_security
 from api.snapshot import SnapshotCache
-from store.catalog import load_catalog_file, seed_catalog
-from store.db import make_engine, make_session_factory, migrate, start_up_lock, transaction
+from store.db import make_engine, make_session_factory
 from store.decisions_pg import BatchConnection
+from store.prepare import prepare_store
 from switchyard.settings import Settings, get_settings
 from switchyard.tracing import instrument_app
 
-PREFIX = "/api/v1/enhanced-traffic-coordination"
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 GC_YOUNG_THRESHOLD = 7000  # allocations between young collections (CPython's default: 700)
-log = logging.getLogger("switchyard.api")
-
-
-def prepare_store(settings: Settings) -> None:
-    """Migrate the schema and load the default catalog into an empty store."""
-    catalog = load_catalog_file(settings.catalog_path)
-    migrate(settings.database_url)
-    engine = make_engine(settings.database_url)
-    try:
-        # Under the start-up lock: the API and the worker may both find the catalog empty.
-        with (
-            start_up_lock(settings.database_url),
-            transaction(make_session_factory(engine)) as session,
-        ):
-            if seed_catalog(session, catalog):
-                log.info("loaded provider catalog from %s", settings.catalog_path)
-    finally:
-        engine.dispose()
 
 
 def build_runtime(settings: Settings) -> ApiRuntime:
@@ -116,7 +110,7 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
     install_metrics(app, resolved)
     install_security(app, resolved)
     instrument_app(app, resolved)
-    for module in _route_modules():
+    for module in ROUTERS:
         app.include_router(module.router, prefix=PREFIX)
     # Temporal's remote codec protocol: the UI is pointed at {api}/codec.
     app.include_router(codec.router)
@@ -124,29 +118,16 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
     return app
 
 
-def _route_modules() -> list[ModuleType]:
-    from api.routes import (
-        analytics,
-        audit,
-        connections,
-        coordination,
-        emergency,
-        events,
-        outcomes,
-        providers,
-        recovery,
-    )
-
-    return [
-        health,
-        coordination,
-        analytics,
-        recovery,
-        connections,
-        emergency,
-        outcomes,
-        providers,
-        audit,
-        events,
-        dashboard,
-    ]
+ROUTERS: list[ModuleType] = [
+    health,
+    coordination,
+    analytics,
+    recovery,
+    connections,
+    emergency,
+    outcomes,
+    providers,
+    audit,
+    events,
+    dashboard,
+]

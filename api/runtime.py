@@ -13,6 +13,7 @@ from temporalio.client import Client
 from api.decision_writer import DecisionWriter
 from api.snapshot import SnapshotCache
 from switchyard.settings import Settings
+from temporal_client.client import connect
 
 log = logging.getLogger("switchyard.api")
 
@@ -35,8 +36,6 @@ class ApiRuntime:
             return self._temporal
         async with self._temporal_lock:
             if self._temporal is None:
-                from worker.client import connect
-
                 self._temporal = await connect(self.settings)
             return self._temporal
 

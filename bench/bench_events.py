@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         jwt_secret=secret,
         catalog_path=ROOT / "providers.yaml",
     )
-    from api.app import prepare_store
+    from store.prepare import prepare_store
 
     prepare_store(settings)
     port = free_port()

@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         catalog_path=ROOT / "providers.yaml",
     )
     # Migrate and load the catalog once, so that several workers never race to do it.
-    from api.app import prepare_store
+    from store.prepare import prepare_store
 
     prepare_store(settings)
     port = free_port()

@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             jwt_secret=secrets.token_urlsafe(48),
             catalog_path=ROOT / "providers.yaml",
         )
-        from api.app import prepare_store
+        from store.prepare import prepare_store
 
         prepare_store(settings)
         try:

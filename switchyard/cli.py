@@ -68,8 +68,8 @@ def worker() -> None:
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date and load the catalog if the store is empty."""
-    from api.app import prepare_store
     from store.catalog import CatalogError
+    from store.prepare import prepare_store
 
     settings = _settings()
     try:

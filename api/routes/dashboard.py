@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
 from api.deps import Reader, SessionDep
+from api.paths import PREFIX
 from api.schemas.analytics import Timeframe, Timestamp
 from api.schemas.common import Envelope, ErrorEnvelope, ResponseModel
 from routing.outcome import MONEY_DECIMALS, PERCENT_DECIMALS
@@ -63,8 +64,6 @@ class CoordinationSeries(ResponseModel):
 
 async def dashboard_page(request: Request) -> Response:
     """The dashboard page, pointed at this API's prefix."""
-    from api.app import PREFIX  # api.app includes this module's routers
-
     html = (STATIC / "dashboard.html").read_text(encoding="utf-8").replace("__API_BASE__", PREFIX)
     return HTMLResponse(html, headers=PAGE_HEADERS)
 

@@ -21,10 +21,10 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.app import PREFIX
 from api.coordinator import new_coordination_id, require_service
 from api.deps import Commander, Reader, RuntimeDep, get_temporal
 from api.errors import ApiError
+from api.paths import PREFIX
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
 from api.schemas.emergency import (

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 from sqlalchemy.orm import Session
 
-from activities.ledger import apply_once
 from api import metrics
 from api.deps import Reporter, RuntimeDep
 from api.errors import ApiError
@@ -29,6 +28,7 @@ from api.schemas.outcomes import (
 from store.base import utcnow
 from store.db import transaction
 from store.health import monitoring_config
+from store.ledger import apply_once
 from store.outcomes import IngestResult, OutcomeReport, record_outcomes
 
 router = APIRouter(tags=["monitoring"])

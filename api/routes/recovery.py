@@ -33,7 +33,7 @@ from api.schemas.recovery import (
     RecoveryView,
     TimelineEntry,
 )
-from worker.recoveries import start_or_join_recovery
+from temporal_client.recoveries import start_or_join_recovery
 from workflows.recovery import ErrorRecoveryWorkflow
 from workflows.recovery_types import (
     CancelRequest,

@@ -21,13 +21,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.emergency import EmergencyActivities
-from activities.monitoring import MonitoringActivities, ensure_health_sweep
+from activities.monitoring import MonitoringActivities
 from activities.recovery import RecoveryActivities
 from api.app import create_app
 from api.auth import Role
 from store.models import Event
 from switchyard.settings import Settings
 from worker.main import WORKFLOWS
+from worker.setup import ensure_health_sweep
 
 pytestmark = pytest.mark.devserver
 

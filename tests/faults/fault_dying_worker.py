@@ -21,7 +21,7 @@ from activities.emergency import EmergencyActivities
 from activities.recovery import RecoveryActivities
 from store.db import make_engine, make_session_factory
 from switchyard.settings import get_settings
-from worker.client import connect
+from temporal_client.client import connect
 from worker.main import WORKFLOWS, workflow_runner
 from workflows.recovery_types import HandleErrorInput, HandleErrorResult
 

@@ -31,7 +31,7 @@ from temporalio.client import Client
 
 from api.auth import Role, issue_token
 from switchyard.settings import Settings
-from worker.client import connect
+from temporal_client.client import connect
 from workflows.search import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[2]

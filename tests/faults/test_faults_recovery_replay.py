@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store.models import Coordination, ErrorEvent
 from switchyard.settings import Settings
-from worker.recoveries import start_or_join_recovery
+from temporal_client.recoveries import start_or_join_recovery
 from workflows.recovery_types import ErrorReport
 
 pytestmark = [pytest.mark.devserver, pytest.mark.faults, pytest.mark.faults_long]

@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 from api.auth import Principal, Role
 from switchyard.logs import ConsoleFormatter, JsonFormatter, bind, configure_logging, log_context
 from switchyard.settings import Settings
-from worker.client import WorkflowIdLogTag
+from temporal_client.client import WorkflowIdLogTag
 
 LOGGER = "switchyard.test.obs"
 

@@ -21,7 +21,7 @@ from api.app import create_app
 from api.auth import Role
 from switchyard import tracing
 from switchyard.settings import Settings
-from worker.client import connect
+from temporal_client.client import connect
 from worker.main import build_worker
 
 pytestmark = pytest.mark.devserver

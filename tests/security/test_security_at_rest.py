@@ -30,7 +30,7 @@ from api.auth import Role
 from store.base import Base
 from store.crypto import FieldCipher, Keyring, key_id_of
 from switchyard.settings import Settings
-from worker.codec import ENCODING, EncryptionCodec
+from temporal_client.codec import ENCODING, EncryptionCodec
 from workflows.emergency_types import workflow_id_for
 
 Auth = Callable[..., dict[str, str]]

@@ -18,7 +18,7 @@ from api.app import create_app
 from api.auth import Role
 from store.crypto import DecryptionError, Keyring
 from switchyard.settings import Environment, Settings
-from worker.codec import ENCODING, KEY_ID, EncryptionCodec, encrypted_data_converter
+from temporal_client.codec import ENCODING, KEY_ID, EncryptionCodec, encrypted_data_converter
 
 Auth = Callable[..., dict[str, str]]
 UI = "http://127.0.0.1:8233"

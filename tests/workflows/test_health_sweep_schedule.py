@@ -19,8 +19,9 @@ from temporalio.client import (
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.monitoring import MonitoringActivities, ensure_health_sweep
+from activities.monitoring import MonitoringActivities
 from switchyard.settings import Settings
+from worker.setup import ensure_health_sweep
 from workflows.health_sweep import HealthSweepWorkflow
 from workflows.health_sweep_types import SweepResult
 

@@ -31,7 +31,7 @@ from store.crypto import Keyring
 from switchyard.logs import bind
 from switchyard.settings import Settings
 from switchyard.tracing import temporal_interceptors
-from worker.codec import encrypted_data_converter
+from temporal_client.codec import encrypted_data_converter
 
 
 def sdk_runtime(metrics_address: str = "") -> Runtime:

@@ -1,0 +1,3 @@
+"""Where the API's routes live: the contract's prefix."""
+
+PREFIX = "/api/v1/enhanced-traffic-coordination"
