@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import multiprocessing
 import os
 import resource
@@ -52,6 +51,7 @@ from bench.bench_http import (
     tree_cpu_seconds,
     wait_for_health,
 )
+from bench.stats import nearest_rank
 from store.db import make_engine, make_session_factory
 from store.events import latest_event_id, publish
 from switchyard.settings import Settings
@@ -93,11 +93,7 @@ class LevelResult:
 
     def percentile(self, p: float) -> float:
         """Latency percentile in milliseconds (nearest rank)."""
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        rank = math.ceil(p / 100 * len(ordered))
-        return ordered[min(len(ordered), max(rank, 1)) - 1]
+        return nearest_rank(self.latencies_ms, p)
 
 
 # ---- clients (in their own processes) -------------------------------------------------

@@ -36,6 +36,7 @@ from bench.bench_http import (
     fresh_database,
     wait_for_health,
 )
+from bench.stats import nearest_rank
 from switchyard.dev import wait_for_port
 from switchyard.settings import Settings
 from workflows.search import SEARCH_ATTRIBUTES
@@ -48,12 +49,6 @@ SERVICES = {
     "twilio": "twilio_primary_us_east",
     "maps": "mapbox_primary",
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def error_body(service: str, stream: str) -> dict[str, object]:
@@ -202,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| figure | value |")
     print("|---|---|")
     print(f"| error → failover p50 | {statistics.median(samples):.1f} ms |")
-    print(f"| error → failover p95 | {percentile(samples, 95):.1f} ms |")
+    print(f"| error → failover p95 | {nearest_rank(samples, 95):.1f} ms |")
     print(f"| error → failover max | {max(samples):.1f} ms |")
     print(f"| coordinations still on the failed node | {wrong} of {len(samples)} |")
     print(f"| recoveries started per second (concurrency {args.concurrency}) | {rate:.1f} |")

@@ -45,6 +45,7 @@ from bench.bench_http import (
     wait_for_health,
 )
 from bench.loadgen import RawConnection
+from bench.stats import nearest_rank
 from store.catalog import CatalogSpec, load_catalog_file
 from switchyard.settings import Settings
 
@@ -75,10 +76,7 @@ class Tally:
 
     def percentile_ms(self, q: float) -> float:
         """The q-th percentile batch latency in milliseconds."""
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+        return 1000 * nearest_rank(self.latencies, q)
 
 
 def service_nodes(catalog: CatalogSpec) -> list[tuple[str, list[tuple[str, float]]]]:

@@ -28,6 +28,8 @@ from itertools import count
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.stats import nearest_rank
+
 PATH = "/api/v1/enhanced-traffic-coordination/execute-coordination"
 DRAIN_SECONDS = 60.0
 
@@ -150,11 +152,7 @@ class LoadResult:
 
     def percentile(self, p: float) -> float:
         """Nearest-rank percentile of the measured latencies (ms)."""
-        if not self.latencies_ms:
-            return math.nan
-        ordered = sorted(self.latencies_ms)
-        rank = max(1, math.ceil(p / 100.0 * len(ordered)))
-        return ordered[rank - 1]
+        return nearest_rank(self.latencies_ms, p)
 
     def dispatch_lag_p99(self) -> float:
         """99th percentile of how late the generator itself started requests (ms)."""
