@@ -1,24 +1,37 @@
-"""Activities of EmergencyOverrideWorkflow: the override's store writes, each applied once."""
+"""Activities of EmergencyOverrideWorkflow: the override's store writes through
+store/emergencies.py, each applied once (a ledger row per step key), and their events."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from routing.decide import UnknownService, decide
 from routing.types import NoEligibleNode, RoutingDecision, RoutingRequest
-from store.base import utcnow
-from store.coordinations import coordination_row
+from store.base import iso_z, utcnow
+from store.coordinations import CoordinationKind, CoordinationRecord, record_coordination
 from store.crypto import FieldCipher
-from store.events import publish, snapshot_changed
+from store.emergencies import (
+    EmergencyAlreadyActive,
+    EmergencyEnded,
+    EmergencyNotFound,
+    close_stale_emergency,
+    emergency_spend,
+    end_emergency,
+    extend_emergency,
+    open_emergency,
+    select_emergency_node,
+    service_exists,
+)
+from store.events import publish
 from store.ledger import apply_once
-from store.models import Coordination, Emergency, ProviderNodeRow, ProviderService
+from store.models import Emergency
 from store.snapshot import load_snapshot
 from switchyard.settings import Settings
 from workflows.emergency_types import (
@@ -30,6 +43,7 @@ from workflows.emergency_types import (
     Activation,
     DeactivateInput,
     Deactivation,
+    EmergencySteps,
     EndReason,
     ExtendInput,
     ExtendResult,
@@ -37,10 +51,6 @@ from workflows.emergency_types import (
     SpendInput,
     SpendReading,
 )
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 def calling_workflow_id() -> str:
@@ -81,15 +91,29 @@ def activation_of(data: ActivateInput, decision: RoutingDecision) -> Activation:
     )
 
 
-def _not_found(coordination_id: str) -> ApplicationError:
-    return ApplicationError(
-        f"no emergency {coordination_id!r} in the store",
-        type="EmergencyNotFound",
-        non_retryable=True,
-    )
+@contextmanager
+def business_failures() -> Iterator[None]:
+    """The store's refusals as non-retryable failures the workflow and the API understand."""
+    try:
+        yield
+    except EmergencyNotFound as exc:
+        raise ApplicationError(str(exc), type="EmergencyNotFound", non_retryable=True) from exc
+    except EmergencyEnded as exc:
+        raise ApplicationError(str(exc), type="EmergencyEnded", non_retryable=True) from exc
+    except EmergencyAlreadyActive as exc:
+        raise ApplicationError(
+            str(exc),
+            {
+                "coordinationId": exc.coordination_id,
+                "workflowId": exc.workflow_id,
+                "deadline": iso_z(exc.deadline),
+            },
+            type="EmergencyAlreadyActive",
+            non_retryable=True,
+        ) from exc
 
 
-class EmergencyActivities:
+class EmergencyActivities(EmergencySteps):
     """Store effects of emergency overrides; built once per worker with the session factory."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
@@ -107,113 +131,73 @@ class EmergencyActivities:
         workflow_id = calling_workflow_id()
 
         def effect(session: Session) -> dict[str, Any]:
-            if session.get(ProviderService, data.service) is None:
+            if not service_exists(session=session, service=data.service):
                 raise ApplicationError(
                     f"unknown service {data.service!r}", type="UnknownService", non_retryable=True
                 )
-            self._close_stale(session, data)
-            row = Emergency(
+            now = utcnow()
+            stale = close_stale_emergency(
+                session=session,
+                service=data.service,
+                coordination_id=data.coordination_id,
+                end_reason=EndReason.expired.value,
+                now=now,
+            )
+            if stale is not None:
+                detail = "closed by the next emergency: its workflow had stopped"
+                _announce_end(session, stale, detail=detail, ended_at=now)
+            open_emergency(
+                session=session,
                 workflow_id=workflow_id,
                 coordination_id=data.coordination_id,
                 service=data.service,
                 operation=data.operation,
-                status="active",
-                emergency_reason=self.cipher.seal(
-                    Emergency.emergency_reason, data.coordination_id, data.emergency_reason
-                ),
-                business_justification=self.cipher.seal(
-                    Emergency.business_justification,
-                    data.coordination_id,
-                    data.business_justification,
-                ),
+                emergency_reason=data.emergency_reason,
+                business_justification=data.business_justification,
                 max_budget_override=data.max_budget_override,
-                spent=0.0,
                 started_at=data.started_at,
                 deadline=data.deadline,
+                cipher=self.cipher,
             )
-            session.add(row)
-            session.flush()
-            # The store's snapshot now holds the new emergency: routing decides with it like
-            # any execute-coordination would, emergency-only nodes included.
-            snapshot = load_snapshot(session, data.started_at)
-            request = RoutingRequest(
+            decision = _route(session, data)
+            select_emergency_node(
+                session=session, coordination_id=data.coordination_id, node_id=decision.node.node_id
+            )
+            activation = activation_of(data, decision)
+            record = CoordinationRecord.of_decision(
+                decision,
+                coordination_id=data.coordination_id,
+                kind=CoordinationKind.emergency,
                 service=data.service,
                 operation=data.operation,
-                request_id=data.coordination_id,
-                require_emergency_override=True,
+                response=activation.model_dump(mode="json", by_alias=True),
+                created_at=data.started_at,
+                emergency_workflow_id=workflow_id,
             )
-            try:
-                decision = decide(request, snapshot, data.started_at)
-            except UnknownService as exc:
-                raise ApplicationError(str(exc), type="UnknownService", non_retryable=True) from exc
-            except NoEligibleNode as exc:
-                exclusions = [
-                    {"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
-                    for e in exc.exclusions
-                ]
-                raise ApplicationError(
-                    str(exc),
-                    {"excludedNodes": exclusions},
-                    type="NoEligibleNode",
-                    non_retryable=True,
-                ) from exc
-            row.selected_node_id = decision.node.node_id
-            activation = activation_of(data, decision)
-            session.add(_coordination_row(data, decision, activation, workflow_id))
-            publish(
-                session,
-                "emergency_mode_activated",
-                # The outbox is at rest too: reason and justification are stored encrypted.
-                self.cipher.seal_event(
-                    "emergency_mode_activated",
-                    data.coordination_id,
-                    {
-                        "coordinationId": data.coordination_id,
-                        "serviceName": data.service,
-                        "emergencyReason": data.emergency_reason,
-                        "maxBudgetOverride": data.max_budget_override,
-                        "selectedProvider": decision.node.provider_name,
-                        "businessJustification": data.business_justification,
-                        "workflowId": workflow_id,
-                        "durationMinutes": data.duration_minutes,
-                        "deadline": _iso(data.deadline),
-                        "requestedBy": data.requested_by,
-                    },
-                ),
-                service=data.service,
-                coordination_id=data.coordination_id,
-                workflow_id=workflow_id,
-            )
-            snapshot_changed(session)
+            record_coordination(session=session, record=record)
+            self._announce_activation(session, data, decision, workflow_id)
             return activation.model_dump(mode="json")
 
-        return Activation.model_validate(
-            apply_once(self.sessions, ledger_key(data.step_key), effect)
-        )
+        with business_failures():
+            stored = apply_once(self.sessions, ledger_key(data.step_key), effect)
+        return Activation.model_validate(stored)
 
     @activity.defn(name=EXTEND)
     def extend(self, data: ExtendInput) -> ExtendResult:
         """Move the active emergency's deadline in the store and announce it."""
 
         def effect(session: Session) -> dict[str, Any]:
-            row = session.get(Emergency, data.coordination_id)
-            if row is None:
-                raise _not_found(data.coordination_id)
-            if row.status != "active":
-                raise ApplicationError(
-                    f"emergency {data.coordination_id!r} has ended ({row.end_reason})",
-                    type="EmergencyEnded",
-                    non_retryable=True,
-                )
-            row.deadline = data.deadline
+            row = extend_emergency(
+                session=session, coordination_id=data.coordination_id, deadline=data.deadline
+            )
             publish(
                 session,
                 "emergency_mode_extended",
                 {
                     "coordinationId": data.coordination_id,
                     "serviceName": row.service,
-                    "previousDeadline": _iso(data.previous_deadline),
-                    "deadline": _iso(data.deadline),
+                    "previousDeadline": iso_z(data.previous_deadline),
+                    "deadline": iso_z(data.deadline),
                     "addedMinutes": data.minutes,
                     "durationMinutes": data.total_minutes,
                     "reason": data.reason,
@@ -223,7 +207,6 @@ class EmergencyActivities:
                 coordination_id=data.coordination_id,
                 workflow_id=row.workflow_id,
             )
-            snapshot_changed(session)
             return ExtendResult(
                 coordination_id=data.coordination_id,
                 previous_deadline=data.previous_deadline,
@@ -232,128 +215,132 @@ class EmergencyActivities:
                 extensions=data.extensions,
             ).model_dump(mode="json")
 
-        return ExtendResult.model_validate(
-            apply_once(self.sessions, ledger_key(data.step_key), effect)
-        )
+        with business_failures():
+            stored = apply_once(self.sessions, ledger_key(data.step_key), effect)
+        return ExtendResult.model_validate(stored)
 
     @activity.defn(name=READ_SPEND)
     def read_spend(self, data: SpendInput) -> SpendReading:
         """Spend charged to the override so far and the cheapest request of the service."""
         # A read: naturally idempotent, so no ledger row per poll.
-        with self.sessions() as session:
-            row = session.get(Emergency, data.coordination_id)
-            if row is None:
-                raise _not_found(data.coordination_id)
-            cheapest = session.scalar(
-                select(func.min(ProviderNodeRow.cost_per_request)).where(
-                    ProviderNodeRow.service == row.service, ProviderNodeRow.enabled.is_(True)
-                )
-            )
-            return SpendReading(
-                spent=row.spent,
-                max_budget_override=row.max_budget_override,
-                cheapest_cost=cheapest,
-            )
+        with business_failures(), self.sessions() as session:
+            spend = emergency_spend(session=session, coordination_id=data.coordination_id)
+        return SpendReading(
+            spent=spend.spent,
+            max_budget_override=spend.max_budget_override,
+            cheapest_cost=spend.cheapest_cost,
+        )
 
     @activity.defn(name=DEACTIVATE)
     def deactivate(self, data: DeactivateInput) -> Deactivation:
         """End the emergency in the store (routing is back to normal on commit) and announce."""
 
         def effect(session: Session) -> dict[str, Any]:
-            row = session.get(Emergency, data.coordination_id)
-            if row is None:
-                raise _not_found(data.coordination_id)
-            if row.status == "active":
-                row.status = "ended"
-                row.ended_at = data.ended_at
-                row.end_reason = data.end_reason.value
-                publish(
+            row, ended_now = end_emergency(
+                session=session,
+                coordination_id=data.coordination_id,
+                end_reason=data.end_reason.value,
+                ended_at=data.ended_at,
+            )
+            if ended_now:
+                _announce_end(
                     session,
-                    "emergency_mode_ended",
-                    {
-                        "coordinationId": row.coordination_id,
-                        "serviceName": row.service,
-                        "endReason": row.end_reason,
-                        "detail": data.detail,
-                        "requestedBy": data.requested_by,
-                        "spent": row.spent,
-                        "maxBudgetOverride": row.max_budget_override,
-                        "startedAt": _iso(row.started_at),
-                        "deadline": _iso(row.deadline),
-                        "endedAt": _iso(data.ended_at),
-                    },
-                    service=row.service,
-                    coordination_id=row.coordination_id,
-                    workflow_id=row.workflow_id,
+                    row,
+                    detail=data.detail,
+                    ended_at=data.ended_at,
+                    requested_by=data.requested_by,
                 )
-                snapshot_changed(session)
             return Deactivation(
                 spent=row.spent,
                 ended_at=row.ended_at or data.ended_at,
                 end_reason=EndReason(row.end_reason or data.end_reason),
             ).model_dump(mode="json")
 
-        return Deactivation.model_validate(
-            apply_once(self.sessions, ledger_key(data.step_key), effect)
-        )
+        with business_failures():
+            stored = apply_once(self.sessions, ledger_key(data.step_key), effect)
+        return Deactivation.model_validate(stored)
 
-    def _close_stale(self, session: Session, data: ActivateInput) -> None:
-        """Refuse a second active emergency; close one left behind by a terminated workflow."""
-        other = session.scalars(
-            select(Emergency).where(
-                Emergency.service == data.service,
-                Emergency.status == "active",
-                Emergency.coordination_id != data.coordination_id,
-            )
-        ).first()
-        if other is None:
-            return
-        now = utcnow()
-        if other.deadline > now:
-            raise ApplicationError(
-                f"emergency {other.coordination_id!r} is already active for {data.service!r}",
-                {
-                    "coordinationId": other.coordination_id,
-                    "workflowId": other.workflow_id,
-                    "deadline": _iso(other.deadline),
-                },
-                type="EmergencyAlreadyActive",
-                non_retryable=True,
-            )
-        other.status = "ended"
-        other.ended_at = now
-        other.end_reason = EndReason.expired.value
+    def _announce_activation(
+        self, session: Session, data: ActivateInput, decision: RoutingDecision, workflow_id: str
+    ) -> None:
         publish(
             session,
-            "emergency_mode_ended",
-            {
-                "coordinationId": other.coordination_id,
-                "serviceName": other.service,
-                "endReason": other.end_reason,
-                "detail": "closed by the next emergency: its workflow had stopped",
-                "spent": other.spent,
-                "maxBudgetOverride": other.max_budget_override,
-                "startedAt": _iso(other.started_at),
-                "deadline": _iso(other.deadline),
-                "endedAt": _iso(now),
-            },
-            service=other.service,
-            coordination_id=other.coordination_id,
-            workflow_id=other.workflow_id,
+            "emergency_mode_activated",
+            # The outbox is at rest too: reason and justification are stored encrypted.
+            self.cipher.seal_event(
+                "emergency_mode_activated",
+                data.coordination_id,
+                {
+                    "coordinationId": data.coordination_id,
+                    "serviceName": data.service,
+                    "emergencyReason": data.emergency_reason,
+                    "maxBudgetOverride": data.max_budget_override,
+                    "selectedProvider": decision.node.provider_name,
+                    "businessJustification": data.business_justification,
+                    "workflowId": workflow_id,
+                    "durationMinutes": data.duration_minutes,
+                    "deadline": iso_z(data.deadline),
+                    "requestedBy": data.requested_by,
+                },
+            ),
+            service=data.service,
+            coordination_id=data.coordination_id,
+            workflow_id=workflow_id,
         )
-        session.flush()
 
 
-def _coordination_row(
-    data: ActivateInput, decision: RoutingDecision, activation: Activation, workflow_id: str
-) -> Coordination:
-    return coordination_row(
-        decision,
-        coordination_id=data.coordination_id,
-        kind="emergency",
+def _route(session: Session, data: ActivateInput) -> RoutingDecision:
+    """The activation's decision: routing with the new emergency in the store's snapshot, as
+    any execute-coordination would, emergency-only nodes included."""
+    snapshot = load_snapshot(session, data.started_at)
+    request = RoutingRequest(
         service=data.service,
         operation=data.operation,
-        response=activation.model_dump(mode="json", by_alias=True),
-        created_at=data.started_at,
-        emergency_workflow_id=workflow_id,
+        request_id=data.coordination_id,
+        require_emergency_override=True,
+    )
+    try:
+        return decide(request, snapshot, data.started_at)
+    except UnknownService as exc:
+        raise ApplicationError(str(exc), type="UnknownService", non_retryable=True) from exc
+    except NoEligibleNode as exc:
+        exclusions = [
+            {"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
+            for e in exc.exclusions
+        ]
+        raise ApplicationError(
+            str(exc), {"excludedNodes": exclusions}, type="NoEligibleNode", non_retryable=True
+        ) from exc
+
+
+def _announce_end(
+    session: Session,
+    row: Emergency,
+    *,
+    detail: str,
+    ended_at: datetime,
+    requested_by: str | None = None,
+) -> None:
+    payload: dict[str, Any] = {
+        "coordinationId": row.coordination_id,
+        "serviceName": row.service,
+        "endReason": row.end_reason,
+        "detail": detail,
+    }
+    if requested_by is not None:
+        payload["requestedBy"] = requested_by
+    payload |= {
+        "spent": row.spent,
+        "maxBudgetOverride": row.max_budget_override,
+        "startedAt": iso_z(row.started_at),
+        "deadline": iso_z(row.deadline),
+        "endedAt": iso_z(ended_at),
+    }
+    publish(
+        session,
+        "emergency_mode_ended",
+        payload,
+        service=row.service,
+        coordination_id=row.coordination_id,
+        workflow_id=row.workflow_id,
     )

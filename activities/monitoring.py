@@ -40,18 +40,20 @@ from workflows.health_sweep_types import (
     BreakerChange,
     DegradedNode,
     RecoveryStart,
+    StartOutcome,
     StartRecoveriesInput,
     StartRecoveriesResult,
     SweepHealthInput,
     SweepHealthResult,
+    SweepSteps,
     monitor_stream_id,
 )
-from workflows.recovery_types import ErrorReport
+from workflows.recovery_types import ErrorReport, RecoverySource
 
 log = logging.getLogger("switchyard.monitor")
 
 
-class MonitoringActivities:
+class MonitoringActivities(SweepSteps):
     """HealthSweep activities; built once per worker with the store and the Temporal client."""
 
     def __init__(
@@ -131,7 +133,7 @@ class MonitoringActivities:
                 return strands_service(service, failed, snapshot, utcnow())
 
             result = await self._start(client, node, request_key, strands)
-            if result.outcome in ("started", "joined"):
+            if result.outcome in (StartOutcome.started, StartOutcome.joined):
                 held.add(node.node_id)
             results.append(result)
         return results
@@ -153,7 +155,9 @@ class MonitoringActivities:
             described = await client.get_workflow_handle(workflow_id).describe()
             if described.status == WorkflowExecutionStatus.RUNNING:
                 return RecoveryStart(
-                    node_id=node.node_id, workflow_id=workflow_id, outcome="already_running"
+                    node_id=node.node_id,
+                    workflow_id=workflow_id,
+                    outcome=StartOutcome.already_running,
                 )
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
@@ -163,7 +167,7 @@ class MonitoringActivities:
             return RecoveryStart(
                 node_id=node.node_id,
                 workflow_id=workflow_id,
-                outcome="would_strand",
+                outcome=StartOutcome.would_strand,
                 detail=f"holding {node.node_id} out would leave {node.service} no node",
             )
         report = ErrorReport(
@@ -181,7 +185,7 @@ class MonitoringActivities:
                 service=node.service,
                 stream_id=stream_id,
                 report=report,
-                source="monitor",
+                source=RecoverySource.monitor,
                 summary=(
                     f"Recovery of {node.service}: monitor found {node.node_id} degraded "
                     f"({node.error_type}: {node.detail})"
@@ -194,14 +198,14 @@ class MonitoringActivities:
             return RecoveryStart(
                 node_id=node.node_id,
                 workflow_id=workflow_id,
-                outcome="no_route" if no_route else "refused",
+                outcome=StartOutcome.no_route if no_route else StartOutcome.refused,
                 detail=str(cause or exc),
             )
         log.info("monitor started recovery %s for %s", workflow_id, node.node_id)
         return RecoveryStart(
             node_id=node.node_id,
             workflow_id=workflow_id,
-            outcome="joined" if result.joined_existing else "started",
+            outcome=StartOutcome.joined if result.joined_existing else StartOutcome.started,
             selected_node=result.plan.selected.node_id,
             detail=node.detail,
         )

@@ -1,4 +1,5 @@
-"""Activities of ErrorRecoveryWorkflow: every store write it makes, each applied exactly once."""
+"""Activities of ErrorRecoveryWorkflow: store writes through store/recoveries.py, each applied
+exactly once (a ledger row per step key), and the events that announce them."""
 
 from __future__ import annotations
 
@@ -6,30 +7,34 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from routing.recovery import RecoveryPlan, Severity, choose_recovery, plan_recovery
-from routing.types import BreakerState, NoEligibleNode, ProviderNode, RoutingSnapshot
+from routing.recovery import RecoveryPlan, choose_recovery, plan_recovery, recovery_problems
+from routing.types import NoEligibleNode, ProviderNode, RoutingSnapshot
 from store.base import utcnow
-from store.coordinations import touch_monitoring_session
+from store.coordinations import CoordinationKind, CoordinationRecord, record_coordination
 from store.crypto import FieldCipher
-from store.events import publish, snapshot_changed
+from store.events import publish
 from store.ledger import apply_once
-from store.models import (
-    Coordination,
-    ErrorEvent,
-    ErrorStream,
-    NodeHealthRow,
-    ProviderNodeRow,
-    RoutingOverrideRow,
+from store.recoveries import (
+    ReportedError,
+    end_recovery,
+    node_figures,
+    put_override,
+    register_error,
+    set_stream_status,
 )
 from store.snapshot import load_snapshot
-from store.upsert import insert_ignore
 from switchyard.settings import Settings
 from workflows.recovery_types import (
+    APPLY_OVERRIDE,
+    CHECK_HEALTH,
+    FINISH,
+    HANDLE_ERROR,
+    PUBLISH_EVENT,
     ApplyOverrideInput,
+    EventPublished,
     FinishInput,
     HandleErrorInput,
     HandleErrorResult,
@@ -37,13 +42,18 @@ from workflows.recovery_types import (
     HealthCheckResult,
     NodeCheck,
     NodeSummary,
+    OverrideApplied,
     RecoveryEventInput,
+    RecoveryFinished,
     RecoveryPhase,
+    RecoverySteps,
     RoutePlan,
 )
 
-# A node counts as recovered when its live figures are back within these bounds.
-HEALTHY_MIN_SCORE = 70.0
+ENDING_EVENTS = {
+    RecoveryPhase.resolved: "recovery_resolved",
+    RecoveryPhase.cancelled: "recovery_cancelled",
+}
 
 
 def node_summary(node: ProviderNode, snapshot: RoutingSnapshot) -> NodeSummary:
@@ -78,7 +88,51 @@ def route_plan(plan: RecoveryPlan, snapshot: RoutingSnapshot) -> RoutePlan:
     )
 
 
-class RecoveryActivities:
+def reported_error(data: HandleErrorInput) -> ReportedError:
+    """The store's record of the reported error."""
+    report = data.report
+    return ReportedError(
+        key=data.key,
+        workflow_id=data.workflow_id,
+        service=data.service,
+        stream_id=data.stream_id,
+        error_type=report.error_type,
+        severity=report.severity.value,
+        operation=report.operation,
+        error_message=report.error_message,
+        failed_providers=report.failed_providers,
+        cascading_services=report.cascading_services,
+        revenue_at_risk=report.revenue_at_risk,
+        recovery_strategy_id=report.recovery_strategy_id,
+        monitoring_session_id=report.monitoring_session_id,
+    )
+
+
+def recovery_coordination(
+    data: ApplyOverrideInput, coordination_id: str, now: datetime
+) -> CoordinationRecord:
+    """The coordination an error report's route is recorded as."""
+    plan = data.plan
+    return CoordinationRecord(
+        coordination_id=coordination_id,
+        kind=CoordinationKind.backend_error,
+        service=data.service,
+        operation=data.operation,
+        node_id=plan.selected.node_id,
+        strategy=plan.strategy,
+        strategy_reason=plan.rule,
+        estimated_cost=plan.estimated_cost,
+        estimated_latency=plan.estimated_latency,
+        estimated_success_rate=plan.selected.success_rate,
+        confidence_score=plan.selected.health_score,
+        backend_integrated=True,
+        error_stream_id=data.stream_id,
+        response={"plan": plan.model_dump(mode="json")},
+        created_at=now,
+    )
+
+
+class RecoveryActivities(RecoverySteps):
     """Store effects of recoveries; built once per worker with the session factory."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
@@ -96,7 +150,7 @@ class RecoveryActivities:
             self.finish_recovery,
         ]
 
-    @activity.defn(name="recovery.handle_error")
+    @activity.defn(name=HANDLE_ERROR)
     def handle_error(self, data: HandleErrorInput) -> HandleErrorResult:
         """Record the error, choose the route with routing/ and apply the override, atomically.
 
@@ -107,13 +161,13 @@ class RecoveryActivities:
 
         def effect(session: Session) -> dict[str, Any]:
             now = utcnow()
-            _register_error(session, data, now, self.cipher)
+            register_error(session=session, error=reported_error(data), now=now, cipher=self.cipher)
+            if data.error_number == 1:
+                self._announce(session, data, "recovery_started", _started(data), at=now)
             snapshot = load_snapshot(session, now, service=data.service)
+            report = data.report
             choice = choose_recovery(
-                data.report.error_type,
-                Severity(data.severity),
-                data.report.revenue_at_risk,
-                data.report.customer_impact,
+                report.error_type, data.severity, report.revenue_at_risk, report.customer_impact
             )
             try:
                 plan = plan_recovery(
@@ -124,274 +178,115 @@ class RecoveryActivities:
                     {"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
                     for e in exc.exclusions
                 ]
-                publish(
-                    session,
-                    "recovery_no_route",
-                    {
-                        "workflowId": data.workflow_id,
-                        "serviceName": data.service,
-                        "errorStreamId": data.stream_id,
-                        "excludedNodes": reasons,
-                    },
-                    service=data.service,
-                    workflow_id=data.workflow_id,
-                    at=now,
-                )
+                no_route = {"excludedNodes": reasons}
+                self._announce(session, data, "recovery_no_route", no_route, at=now)
                 return HandleErrorResult(no_route=str(exc), exclusions=reasons).model_dump()
             route = route_plan(plan, snapshot)
-            _apply_override(
-                session,
-                ApplyOverrideInput(
-                    key=data.key,
-                    workflow_id=data.workflow_id,
-                    service=data.service,
-                    stream_id=data.stream_id,
-                    plan=route,
-                    coordination_id=data.coordination_id,
-                    operation=data.report.operation,
-                ),
-                now,
+            override = ApplyOverrideInput(
+                key=data.key,
+                workflow_id=data.workflow_id,
+                service=data.service,
+                stream_id=data.stream_id,
+                plan=route,
+                coordination_id=data.coordination_id,
+                operation=report.operation,
             )
-            return HandleErrorResult(plan=route, coordination_id=data.coordination_id).model_dump(
-                mode="json"
-            )
+            self._apply(session, override, now)
+            result = HandleErrorResult(plan=route, coordination_id=data.coordination_id)
+            return result.model_dump(mode="json")
 
         return HandleErrorResult.model_validate(apply_once(self.sessions, data.key, effect))
 
-    @activity.defn(name="recovery.apply_override")
-    def apply_override(self, data: ApplyOverrideInput) -> dict[str, Any]:
+    @activity.defn(name=APPLY_OVERRIDE)
+    def apply_override(self, data: ApplyOverrideInput) -> OverrideApplied:
         """Move the workflow's override (restore stages); the API reloads on commit."""
-        return apply_once(
-            self.sessions, data.key, lambda session: _apply_override(session, data, utcnow())
-        )
 
-    @activity.defn(name="recovery.check_health")
+        def effect(session: Session) -> dict[str, Any]:
+            return self._apply(session, data, utcnow()).model_dump()
+
+        return OverrideApplied.model_validate(apply_once(self.sessions, data.key, effect))
+
+    @activity.defn(name=CHECK_HEALTH)
     def check_health(self, data: HealthCheckInput) -> HealthCheckResult:
-        """Whether each node is back within its SLOs (breaker not open, score and rate ok)."""
+        """Whether each node is back within its SLOs (routing.recovery.recovery_problems)."""
         with self.sessions() as session:
-            rows = session.execute(
-                select(ProviderNodeRow, NodeHealthRow)
-                .join(NodeHealthRow, NodeHealthRow.node_id == ProviderNodeRow.node_id)
-                .where(ProviderNodeRow.node_id.in_(data.node_ids))
-            ).all()
+            figures = node_figures(session=session, node_ids=data.node_ids)
         checks = []
-        for node, health in rows:
-            problems = []
-            if health.breaker_state == BreakerState.OPEN.value:
-                problems.append("breaker open")
-            if health.health_score < HEALTHY_MIN_SCORE:
-                problems.append(f"health {health.health_score:g} < {HEALTHY_MIN_SCORE:g}")
-            if health.success_rate < 100.0 - node.error_rate_slo:
-                problems.append(f"success {health.success_rate:g}% below SLO")
-            if health.latency_p95_ms > node.latency_slo_ms:
-                problems.append(f"p95 {health.latency_p95_ms:g} ms above SLO")
+        for node in figures:
+            problems = recovery_problems(
+                breaker_state=node.breaker_state,
+                health_score=node.health_score,
+                success_rate=node.success_rate,
+                latency_p95_ms=node.latency_p95_ms,
+                latency_slo_ms=node.latency_slo_ms,
+                error_rate_slo=node.error_rate_slo,
+            )
             checks.append(
                 NodeCheck(
                     node_id=node.node_id,
                     healthy=not problems,
-                    health_score=health.health_score,
-                    success_rate=health.success_rate,
-                    breaker_state=health.breaker_state,
+                    health_score=node.health_score,
+                    success_rate=node.success_rate,
+                    breaker_state=node.breaker_state.value,
                     detail="; ".join(problems) or "healthy",
                 )
             )
         return HealthCheckResult(nodes=checks)
 
-    @activity.defn(name="recovery.publish_event")
-    def publish_recovery_event(self, data: RecoveryEventInput) -> dict[str, Any]:
+    @activity.defn(name=PUBLISH_EVENT)
+    def publish_recovery_event(self, data: RecoveryEventInput) -> EventPublished:
         """Publish a recovery event and move the stream's status, once."""
 
         def effect(session: Session) -> dict[str, Any]:
-            now = utcnow()
             if data.stream_status:
-                session.execute(
-                    update(ErrorStream)
-                    .where(ErrorStream.stream_id == data.stream_id)
-                    .values(status=data.stream_status)
+                set_stream_status(
+                    session=session, stream_id=data.stream_id, status=data.stream_status
                 )
-            publish(
-                session,
-                data.event_type,
-                {
-                    "workflowId": data.workflow_id,
-                    "serviceName": data.service,
-                    "errorStreamId": data.stream_id,
-                    **data.payload,
-                },
-                service=data.service,
-                workflow_id=data.workflow_id,
-                at=now,
-            )
-            # The event's id is drawn at commit (store/events.py), after this result.
-            return {"eventType": data.event_type}
+            self._announce(session, data, data.event_type, data.payload)
+            return EventPublished(event_type=data.event_type).model_dump()
 
-        return apply_once(self.sessions, data.key, effect)
+        return EventPublished.model_validate(apply_once(self.sessions, data.key, effect))
 
-    @activity.defn(name="recovery.finish")
-    def finish_recovery(self, data: FinishInput) -> dict[str, Any]:
+    @activity.defn(name=FINISH)
+    def finish_recovery(self, data: FinishInput) -> RecoveryFinished:
         """Remove the override, record the outcome; an unresolved end holds failed nodes open."""
 
         def effect(session: Session) -> dict[str, Any]:
-            now = utcnow()
-            session.execute(
-                delete(RoutingOverrideRow).where(RoutingOverrideRow.workflow_id == data.workflow_id)
-            )
-            if data.hold_open_nodes:
-                # Routing stays safe without the workflow: the nodes stay out until an
-                # operator closes their breakers.
-                session.execute(
-                    update(NodeHealthRow)
-                    .where(NodeHealthRow.node_id.in_(data.hold_open_nodes))
-                    .values(
-                        breaker_state=BreakerState.OPEN.value,
-                        breaker_forced=BreakerState.OPEN.value,
-                        breaker_changed_at=now,
-                        breaker_reason="recovery_unresolved",
-                        updated_at=now,
-                    )
-                )
-            session.execute(
-                update(ErrorStream)
-                .where(ErrorStream.stream_id == data.stream_id)
-                .values(status=data.outcome.value, last_seen=now)
-            )
-            event_type = {
-                RecoveryPhase.resolved: "recovery_resolved",
-                RecoveryPhase.cancelled: "recovery_cancelled",
-            }.get(data.outcome, "recovery_unresolved")
-            publish(
-                session,
-                event_type,
-                {
-                    "workflowId": data.workflow_id,
-                    "serviceName": data.service,
-                    "errorStreamId": data.stream_id,
-                    "outcome": data.outcome.value,
-                    "reason": data.reason,
-                    "heldOpen": data.hold_open_nodes,
-                },
-                service=data.service,
+            end_recovery(
+                session=session,
                 workflow_id=data.workflow_id,
-                at=now,
+                stream_id=data.stream_id,
+                outcome=data.outcome.value,
+                hold_open_nodes=data.hold_open_nodes,
+                now=utcnow(),
             )
-            snapshot_changed(session)
-            return {"outcome": data.outcome.value}
+            payload = {
+                "outcome": data.outcome.value,
+                "reason": data.reason,
+                "heldOpen": data.hold_open_nodes,
+            }
+            event_type = ENDING_EVENTS.get(data.outcome, "recovery_unresolved")
+            self._announce(session, data, event_type, payload)
+            return RecoveryFinished(outcome=data.outcome).model_dump(mode="json")
 
-        return apply_once(self.sessions, data.key, effect)
+        return RecoveryFinished.model_validate(apply_once(self.sessions, data.key, effect))
 
-
-def _register_error(
-    session: Session, data: HandleErrorInput, now: datetime, cipher: FieldCipher
-) -> None:
-    """Create or touch the stream and add this error event (its message encrypted)."""
-    report = data.report
-    insert_ignore(
-        session,
-        ErrorStream,
-        {
-            "stream_id": data.stream_id,
-            "service": data.service,
-            "status": "recovering",
-            "error_count": 0,
-            "sync_count": 0,
-            "first_seen": now,
-            "last_seen": now,
-            "cascading_services": [],
-            "workflow_id": data.workflow_id,
-        },
-    )
-    stream = session.get(ErrorStream, data.stream_id, with_for_update=True)
-    assert stream is not None
-    stream.status = "recovering"
-    stream.workflow_id = data.workflow_id
-    stream.error_count += 1
-    stream.last_seen = now
-    stream.cascading_services = sorted(
-        set(stream.cascading_services) | set(report.cascading_services)
-    )
-    stream.recovery_strategy_id = report.recovery_strategy_id or stream.recovery_strategy_id
-    if report.monitoring_session_id:
-        stream.monitoring_session_id = report.monitoring_session_id
-        touch_monitoring_session(
-            session,
-            session_id=report.monitoring_session_id,
+    def _apply(self, session: Session, data: ApplyOverrideInput, now: datetime) -> OverrideApplied:
+        """Put the override, record the coordination if any, announce the route."""
+        plan = data.plan
+        revision = put_override(
+            session=session,
+            workflow_id=data.workflow_id,
             service=data.service,
-            stream_id=data.stream_id,
+            excluded_nodes=plan.excluded_nodes,
+            strategy=plan.strategy,
+            restore_fraction=data.restore_fraction,
             now=now,
         )
-    session.add(
-        ErrorEvent(
-            idempotency_key=data.key,
-            stream_id=data.stream_id,
-            error_type=report.error_type,
-            severity=report.severity,
-            operation=report.operation,
-            error_message=cipher.seal(ErrorEvent.error_message, data.key, report.error_message),
-            failed_providers=report.failed_providers,
-            revenue_at_risk=report.revenue_at_risk,
-            created_at=now,
-        )
-    )
-    if data.error_number == 1:
-        publish(
-            session,
-            "recovery_started",
-            {
-                "workflowId": data.workflow_id,
-                "serviceName": data.service,
-                "errorStreamId": data.stream_id,
-                "errorType": report.error_type,
-                "severity": report.severity,
-                "failedProviders": report.failed_providers,
-                "cascadingServices": report.cascading_services,
-            },
-            service=data.service,
-            workflow_id=data.workflow_id,
-            at=now,
-        )
-
-
-def _apply_override(session: Session, data: ApplyOverrideInput, now: datetime) -> dict[str, Any]:
-    """Upsert the workflow's override row, record the coordination if any, publish the event."""
-    plan = data.plan
-    row = session.get(RoutingOverrideRow, data.workflow_id, with_for_update=True)
-    if row is None:
-        row = RoutingOverrideRow(
-            workflow_id=data.workflow_id, service=data.service, created_at=now, revision=0
-        )
-        session.add(row)
-    row.excluded_nodes = list(plan.excluded_nodes)
-    row.strategy = plan.strategy
-    row.restore_fraction = data.restore_fraction
-    row.revision = (row.revision or 0) + 1
-    row.updated_at = now
-    if data.coordination_id:
-        session.add(
-            Coordination(
-                coordination_id=data.coordination_id,
-                kind="backend_error",
-                service=data.service,
-                operation=data.operation,
-                node_id=plan.selected.node_id,
-                strategy=plan.strategy,
-                strategy_reason=plan.rule,
-                estimated_cost=plan.estimated_cost,
-                estimated_latency=plan.estimated_latency,
-                estimated_success_rate=plan.selected.success_rate,
-                confidence_score=plan.selected.health_score,
-                backend_integrated=True,
-                error_stream_id=data.stream_id,
-                response={"plan": plan.model_dump(mode="json")},
-                created_at=now,
-            )
-        )
-    publish(
-        session,
-        data.event,
-        {
-            "workflowId": data.workflow_id,
-            "serviceName": data.service,
-            "errorStreamId": data.stream_id,
+        if data.coordination_id:
+            record = recovery_coordination(data, data.coordination_id, now)
+            record_coordination(session=session, record=record)
+        payload = {
             "coordinationId": data.coordination_id,
             "selectedProvider": plan.selected.provider_name,
             "selectedNode": plan.selected.node_id,
@@ -399,11 +294,44 @@ def _apply_override(session: Session, data: ApplyOverrideInput, now: datetime) -
             "action": plan.action,
             "excludedNodes": plan.excluded_nodes,
             "restoreFraction": data.restore_fraction,
-        },
-        service=data.service,
-        workflow_id=data.workflow_id,
-        coordination_id=data.coordination_id,
-        at=now,
-    )
-    snapshot_changed(session)
-    return {"revision": row.revision}
+        }
+        self._announce(
+            session, data, data.event, payload, coordination_id=data.coordination_id, at=now
+        )
+        return OverrideApplied(revision=revision)
+
+    def _announce(
+        self,
+        session: Session,
+        data: HandleErrorInput | ApplyOverrideInput | RecoveryEventInput | FinishInput,
+        event_type: str,
+        payload: dict[str, Any],
+        *,
+        coordination_id: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Publish a recovery event in the step's transaction."""
+        publish(
+            session,
+            event_type,
+            {
+                "workflowId": data.workflow_id,
+                "serviceName": data.service,
+                "errorStreamId": data.stream_id,
+                **payload,
+            },
+            service=data.service,
+            workflow_id=data.workflow_id,
+            coordination_id=coordination_id,
+            at=at or utcnow(),
+        )
+
+
+def _started(data: HandleErrorInput) -> dict[str, Any]:
+    report = data.report
+    return {
+        "errorType": report.error_type,
+        "severity": report.severity.value,
+        "failedProviders": report.failed_providers,
+        "cascadingServices": report.cascading_services,
+    }

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.types import Scope
 
 from api.audit import answer_record, mark_audited
+from api.decision_writer import PendingDecision
 from api.errors import ApiError, field_error
 from api.runtime import ApiRuntime
 from api.schemas.coordination import (
@@ -36,8 +37,14 @@ from routing.types import (
     RoutingSnapshot,
 )
 from store.base import utcnow
-from store.coordinations import coordination_values
-from store.decisions import BudgetCharge, Completed, DecisionDraft, Touches
+from store.coordinations import CoordinationKind, CoordinationRecord
+from store.decisions import (
+    BudgetCharge,
+    DecisionCharge,
+    DecisionRecord,
+    RefusalKind,
+    Touches,
+)
 from store.events import EventDraft, event_draft
 
 
@@ -196,18 +203,16 @@ async def execute_coordination(
             started,
             audit_scope=audit_scope,
         )
-        recorded = await runtime.decisions.record(
-            DecisionDraft(
-                coordination_id=coordination_id,
-                service=service,
-                amount=decision.estimated_cost,
-                at=now,
-                budget=BudgetCharge(budget.period, budget.limit) if budget else None,
-                emergency_workflow_id=emergency_wf,
-                touches=touches,
-                complete=answer.complete,
-            )
+        charge = DecisionCharge(
+            coordination_id=coordination_id,
+            service=service,
+            amount=decision.estimated_cost,
+            at=now,
+            budget=BudgetCharge(budget.period, budget.limit) if budget else None,
+            emergency_workflow_id=emergency_wf,
+            touches=touches,
         )
+        recorded = await runtime.decisions.record(PendingDecision(charge, answer))
         refusal = recorded.refusal
         if refusal is None:
             if audit_scope is not None:
@@ -215,7 +220,7 @@ async def execute_coordination(
             return answer.final(_ms(started, time.perf_counter()))
         if attempt == ATTEMPTS - 1:
             raise ApiError(503, "budget_exhausted", refusal.detail, {"serviceName": service})
-        if refusal.kind == "emergency":
+        if refusal.kind is RefusalKind.emergency:
             snapshot = _without_emergency(snapshot, service)
         else:  # the snapshot's budget figure was stale: decide again with the store's figure
             snapshot = _with_spent(snapshot, service, refusal.spent)
@@ -224,7 +229,7 @@ async def execute_coordination(
 
 @dataclass
 class _Answer:
-    """Builds a decision's answer, its row and its events once the writer measured its batch."""
+    """Builds a decision's answer and its complete record once the writer measured its batch."""
 
     body: CoordinationRequest
     coordination_id: str
@@ -238,8 +243,8 @@ class _Answer:
     audit_scope: Scope | None = None  # the request, when its entry goes in the decision's batch
     data: dict[str, Any] = field(default_factory=dict)  # the answer, set by complete()
 
-    def complete(self, integration_ms: float) -> Completed:
-        """The coordination row, events and audit entry; runs in the writer's transaction."""
+    def record(self, integration_ms: float) -> DecisionRecord:
+        """The coordination row, events and audit entry; the writer writes them as they are."""
         optimization_started = time.perf_counter()
         result = _result(
             self.coordination_id,
@@ -260,10 +265,10 @@ class _Answer:
         metrics["optimizationTime"] = _ms(optimization_started, done)
         metrics["totalCoordinationTime"] = _ms(self.started, done)
         self.data = data
-        row = coordination_values(
+        row = CoordinationRecord.of_decision(
             self.decision,
             coordination_id=self.coordination_id,
-            kind="standard",
+            kind=CoordinationKind.standard,
             service=self.body.service_name,
             operation=self.body.operation,
             response=data,
@@ -277,7 +282,8 @@ class _Answer:
         audit = None
         if self.audit_scope is not None:
             audit = answer_record(self.audit_scope, 200, audit_summary(data))
-        return Completed(row, _events(self.body, self.decision, data, self.sync, self.at), audit)
+        events = _events(self.body, self.decision, data, self.sync, self.at)
+        return DecisionRecord(row, events, audit)
 
     def final(self, total_ms: float) -> dict[str, Any]:
         """The answer's data, its total time measured up to the commit."""

@@ -1,6 +1,9 @@
 """Group commit for routing decisions: one writer per API process, on its event loop.
 
-Requests hand their decision to the writer and wait for its commit. While one transaction is
+Requests hand their decision (what it charges, and how to build its record once the batch's
+integration time is measured) to the writer and wait for its commit. For each batch the writer
+opens one transaction, has the store book the charges, builds the accepted decisions' complete
+records, and has the store write them (store/decisions.py). While one transaction is
 in flight the next decisions queue up and go together in the following one, so the budget
 row locks, the statements and the commit's flush are paid once per batch instead of once per
 request. Nothing waits for a batch to fill: an idle writer commits a lone decision at once.
@@ -17,17 +20,48 @@ import asyncio
 import contextvars
 import logging
 import time
+from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import metrics
 from store.db import transaction
-from store.decisions import DecisionDraft, Recorded, record_decisions
-from store.decisions_pg import BatchConnection, record_in_two_round_trips
+from store.decisions import (
+    Booking,
+    DecisionCharge,
+    DecisionRecord,
+    Recorded,
+    book_decisions,
+    write_decisions,
+)
+from store.decisions_pg import (
+    BatchConnection,
+    abandon,
+    book_in_one_round_trip,
+    write_in_one_round_trip,
+)
 
 log = logging.getLogger("switchyard.api")
 
-_Pending = tuple[DecisionDraft, "asyncio.Future[Recorded]"]
+
+class DecisionAnswer(Protocol):
+    """Builds a booked decision's complete record once its integration time is known."""
+
+    def record(self, integration_ms: float) -> DecisionRecord:
+        """The decision's coordination row, events and audit entry."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDecision:
+    """A decision waiting for its batch: what it charges and how its record is built."""
+
+    charge: DecisionCharge
+    answer: DecisionAnswer
+
+
+_Pending = tuple[PendingDecision, "asyncio.Future[Recorded]"]
 
 
 class DecisionWriter:
@@ -48,14 +82,14 @@ class DecisionWriter:
         self.batches = 0
         self.decisions = 0
 
-    async def record(self, draft: DecisionDraft) -> Recorded:
+    async def record(self, decision: PendingDecision) -> Recorded:
         """Queue the decision and wait for its batch; raises what the batch raised.
 
         A request that goes away meanwhile does not take its decision with it: the batch is
         the writer's task, not the request's.
         """
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
-        self._pending.append((draft, future))
+        self._pending.append((decision, future))
         if self._task is None or self._task.done():
             # A context of its own: the writer's logs are not the first request's.
             self._task = asyncio.create_task(
@@ -79,7 +113,7 @@ class DecisionWriter:
 
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            results = await self._commit([draft for draft, _ in batch])
+            results = await self._commit([decision for decision, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], error=exc)
@@ -92,24 +126,50 @@ class DecisionWriter:
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result=result)
 
-    async def _commit(self, drafts: list[DecisionDraft]) -> list[Recorded]:
-        for draft in drafts:
-            draft.refusal = None  # a retried batch starts over
+    async def _commit(self, batch: list[PendingDecision]) -> list[Recorded]:
+        for decision in batch:
+            decision.charge.refusal = None  # a retried batch starts over
         started, path = time.perf_counter(), "two_round_trips"
         results = None
         if self.connection is not None:
-            results = await record_in_two_round_trips(self.connection, drafts)
+            results = await self._in_two_round_trips(self.connection, batch)
         if results is None:
             path = "step_by_step"
-            results = await asyncio.to_thread(self._step_by_step, drafts)
-        metrics.decision_batch(path, len(drafts), time.perf_counter() - started)
+            results = await asyncio.to_thread(self._step_by_step, batch)
+        metrics.decision_batch(path, len(batch), time.perf_counter() - started)
         self.batches += 1
         self.decisions += sum(1 for r in results if r.refusal is None)
         return results
 
-    def _step_by_step(self, drafts: list[DecisionDraft]) -> list[Recorded]:
+    async def _in_two_round_trips(
+        self, connection: BatchConnection, batch: list[PendingDecision]
+    ) -> list[Recorded] | None:
+        """PostgreSQL's usual batch; None when it must go step by step (nothing written)."""
+        booking = await book_in_one_round_trip(connection, [d.charge for d in batch])
+        if booking is None:
+            return None
+        try:
+            records = [d.answer.record(booking.integration_ms) for d in batch]
+        except BaseException:  # a decision could not be completed: none of the batch is kept
+            await abandon(connection)
+            raise
+        await write_in_one_round_trip(connection, booking, records)
+        return [Recorded(None) for _ in batch]
+
+    def _step_by_step(self, batch: list[PendingDecision]) -> list[Recorded]:
         with transaction(self.sessions) as session:
-            return record_decisions(session, drafts)
+            booking = book_decisions(session, [d.charge for d in batch])
+            write_decisions(session, completed(batch, booking))
+        return [Recorded(refusal) for refusal in booking.refusals]
+
+
+def completed(batch: list[PendingDecision], booking: Booking) -> list[DecisionRecord]:
+    """The complete records of the batch's booked decisions."""
+    return [
+        decision.answer.record(booking.integration_ms)
+        for decision, refusal in zip(batch, booking.refusals, strict=True)
+        if refusal is None
+    ]
 
 
 def _settle(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from temporalio.client import Client
 
 from api.auth import AuthError, Permission, Principal
-from api.errors import ApiError
+from api.errors import ApiError, temporal_unavailable
 from api.runtime import ApiRuntime
 
 if TYPE_CHECKING:
@@ -48,11 +48,8 @@ async def get_temporal(runtime: RuntimeDep) -> Client:
     try:
         return await runtime.temporal()
     except Exception as exc:
-        raise ApiError(
-            503,
-            "temporal_unavailable",
-            "the workflow engine (Temporal) is unreachable; nothing was started, retry shortly",
-            headers={"Retry-After": "5"},
+        raise temporal_unavailable(
+            "the workflow engine (Temporal) is unreachable; nothing was started, retry shortly"
         ) from exc
 
 

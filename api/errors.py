@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
 
 log = logging.getLogger("switchyard.api")
 
@@ -39,6 +40,20 @@ def field_error(field: str, message: str) -> ApiError:
     """A 422 naming one field of the request, shaped as FastAPI's own validation errors."""
     return ApiError(
         422, "validation_error", f"invalid request: {field}", [{"field": field, "message": message}]
+    )
+
+
+def temporal_unavailable(what: str) -> ApiError:
+    """503 (retry in 5 s): the workflow engine did not answer; `what` says what happened."""
+    return ApiError(503, "temporal_unavailable", what, headers={"Retry-After": "5"})
+
+
+def temporal_error(exc: RPCError, not_found: str) -> ApiError:
+    """A Temporal RPC failure: 404 with `not_found` when the workflow is not there, else 503."""
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return ApiError(404, "not_found", not_found)
+    return temporal_unavailable(
+        f"the workflow engine did not answer ({exc.status.name}); retry shortly"
     )
 
 

@@ -9,6 +9,7 @@ from enum import StrEnum
 from routing.eligibility import eligible_nodes
 from routing.strategies import node_figures, rank
 from routing.types import (
+    BreakerState,
     NoEligibleNode,
     ProviderNode,
     RoutingOverride,
@@ -25,6 +26,8 @@ FAILOVER_MONITORING_SECONDS = 120
 RETRY_MONITORING_SECONDS = 60
 # Revenue at risk from which an error counts as business-critical.
 HIGH_REVENUE_AT_RISK = 10_000.0
+# A failed node counts as recovered only with at least this health score (and within its SLOs).
+HEALTHY_MIN_SCORE = 70.0
 
 QUOTA_ERRORS = frozenset({"rate_limit_exceeded", "quota_exceeded"})
 TRANSIENT_ERRORS = frozenset({"timeout", "connection_error", "transient_error", "network_error"})
@@ -33,12 +36,27 @@ SEVERE_IMPACTS = frozenset({"severe", "critical"})
 
 
 class Severity(StrEnum):
-    """Severity of a reported error."""
+    """Severity of a reported error, least to most severe."""
 
     low = "low"
     medium = "medium"
     high = "high"
     critical = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 for low up to 3 for critical."""
+        return SEVERITY_ORDER.index(self)
+
+
+SEVERITY_ORDER = tuple(Severity)
+
+
+def worst_severity(current: Severity | None, new: Severity) -> Severity:
+    """The more severe of two severities (`new` when there is none yet)."""
+    if current is None or new.rank > current.rank:
+        return new
+    return current
 
 
 class RecoveryAction(StrEnum):
@@ -185,3 +203,26 @@ def strands_service(
     request = RoutingRequest(service=service, operation="recovery")
     eligible, _, _ = eligible_nodes(request, probe, now)
     return not eligible
+
+
+def recovery_problems(
+    *,
+    breaker_state: BreakerState,
+    health_score: float,
+    success_rate: float,
+    latency_p95_ms: float,
+    latency_slo_ms: float,
+    error_rate_slo: float,
+) -> list[str]:
+    """Why a failed node is not back yet (empty: it is): its breaker is open, its health score
+    is under HEALTHY_MIN_SCORE, or its success rate or p95 latency is outside its SLO."""
+    problems = []
+    if breaker_state is BreakerState.OPEN:
+        problems.append("breaker open")
+    if health_score < HEALTHY_MIN_SCORE:
+        problems.append(f"health {health_score:g} < {HEALTHY_MIN_SCORE:g}")
+    if success_rate < 100.0 - error_rate_slo:
+        problems.append(f"success {success_rate:g}% below SLO")
+    if latency_p95_ms > latency_slo_ms:
+        problems.append(f"p95 {latency_p95_ms:g} ms above SLO")
+    return problems

@@ -26,12 +26,11 @@ from routing.health import (
     moved_at_once,
     recent,
 )
+from routing.recovery import recovery_problems
 from routing.types import BreakerState, NodeHealth, ProviderNode
 
 # store/health.DRIFT_NOTIFY_INTERVAL: a drift (not a breaker move) notifies at most this often.
 DRIFT_NOTIFY_SECONDS = 2.0
-# activities/recovery.HEALTHY_MIN_SCORE: the recovery's health check wants at least this score.
-HEALTHY_MIN_SCORE = 70.0
 
 
 @dataclass
@@ -62,13 +61,15 @@ class NodeState:
         )
 
     def healthy(self) -> bool:
-        """The recovery workflow's health check (activities/recovery.check_health)."""
+        """The recovery workflow's health check (routing.recovery.recovery_problems)."""
         figures, node = self.figures, self.node
-        return (
-            self.status.state is not BreakerState.OPEN
-            and figures.health_score >= HEALTHY_MIN_SCORE
-            and figures.success_rate >= 100.0 - node.error_rate_slo
-            and figures.latency_p95_ms <= node.latency_slo_ms
+        return not recovery_problems(
+            breaker_state=self.status.state,
+            health_score=figures.health_score,
+            success_rate=figures.success_rate,
+            latency_p95_ms=figures.latency_p95_ms,
+            latency_slo_ms=node.latency_slo_ms,
+            error_rate_slo=node.error_rate_slo,
         )
 
 

@@ -71,7 +71,8 @@ class ChainReport:
         return self.broken is None
 
 
-def _iso(at: datetime) -> str:
+def _hashed_time(at: datetime) -> str:
+    """A time as the hash chain has always hashed it (changing this breaks verification)."""
     return at.isoformat(timespec="microseconds")
 
 
@@ -92,7 +93,7 @@ def hashed_fields(entry: AuditEntry) -> dict[str, Any]:
 
 def _hashed(row: dict[str, Any]) -> dict[str, Any]:
     """hashed_fields of an entry's column values (no ORM object on the append path)."""
-    return {"at": _iso(row["at"]), **{name: row[name] for name in _HASHED}}
+    return {"at": _hashed_time(row["at"]), **{name: row[name] for name in _HASHED}}
 
 
 def _clipped(record: AuditRecord) -> dict[str, str]:

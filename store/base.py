@@ -52,3 +52,8 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """The current time in UTC (aware)."""
     return datetime.now(UTC)
+
+
+def iso_z(at: datetime) -> str:
+    """An aware UTC time in ISO 8601 with a `Z`, as the API and events write times."""
+    return at.isoformat().replace("+00:00", "Z")

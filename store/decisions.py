@@ -1,19 +1,28 @@
 """Recording many routing decisions in one transaction (the API's group commit).
 
-One batch costs a fixed handful of statements whatever its size: the budget rows it charges
-are locked once (in key order, so concurrent writers never deadlock), every decision is
-checked against them in arrival order, and rows, stream touches, monitoring touches and events
-go in as multi-row statements. A decision the store refuses (its budget or its emergency's cap
-is spent) is left out and reported back, so its request can decide again. The requests' audit
-entries are appended in the same transaction, so an answered decision is an audited one.
+A batch is written in two steps of one transaction, both called by the API's writer:
+
+1. `book_decisions` charges each decision's spend (its budget or its emergency's cap) and
+   registers its error stream and monitoring session, and says how long that integration
+   took. A decision the store refuses (budget or cap spent) is reported back, so its request
+   can decide again.
+2. `write_decisions` writes the accepted decisions' complete records: the coordination rows,
+   their events and the requests' audit entries, so an answered decision is an audited one.
+
+Between the two, the API builds each answer with the measured figure; the store never calls
+into the API. One batch costs a fixed handful of statements whatever its size: the budget rows
+it charges are locked once (in key order, so concurrent writers never deadlock), every decision
+is checked against them in arrival order, and rows, touches and events go in as multi-row
+statements.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -24,6 +33,7 @@ from routing.budget import period_start
 from routing.types import BudgetPeriod
 from store.audit import AuditRecord
 from store.audit import append as append_audit
+from store.coordinations import CoordinationRecord
 from store.events import EventDraft, publish_many
 from store.models import BudgetSpend, Coordination, Emergency, ErrorStream, MonitoringSession
 
@@ -51,32 +61,34 @@ class Recorded:
     refusal: Refusal | None
 
 
+class RefusalKind(StrEnum):
+    """What the store found spent when it refused a decision."""
+
+    budget = "budget"  # the service's budget for the period
+    emergency = "emergency"  # the emergency's cap, or the emergency has ended
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why the store refused a decision the snapshot allowed."""
 
-    kind: str  # "budget" | "emergency"
+    kind: RefusalKind
     detail: str
     spent: float | None = None  # the period's spend when refused, for the retry's decision
 
 
 @dataclass(frozen=True, slots=True)
-class Completed:
-    """A decision ready to write: its coordination row, events and audit entry."""
+class DecisionRecord:
+    """A booked decision, complete: its coordination row, events and audit entry."""
 
-    row: dict[str, Any]  # coordinations column values
+    coordination: CoordinationRecord
     events: list[EventDraft]
     audit: AuditRecord | None = None  # the request's entry, written in the same transaction
 
 
-# Builds the completed decision once the batch's integration time is known, so the stored
-# answer carries the measured figure.
-Completer = Callable[[float], Completed]
-
-
 @dataclass(slots=True)
-class DecisionDraft:
-    """A decision waiting for its batch."""
+class DecisionCharge:
+    """What a decision books: its spend, where it is charged, and what it registers."""
 
     coordination_id: str
     service: str
@@ -85,8 +97,15 @@ class DecisionDraft:
     budget: BudgetCharge | None
     emergency_workflow_id: str | None
     touches: Touches
-    complete: Completer
     refusal: Refusal | None = field(default=None, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """Step 1's result: each charge's refusal (None: booked) and the integration time."""
+
+    refusals: list[Refusal | None]
+    integration_ms: float
 
 
 class _Statements:
@@ -163,8 +182,8 @@ class _Statements:
 STATEMENTS = {name: _Statements(name) for name in ("postgresql", "sqlite")}
 
 
-def record_decisions(session: Session, drafts: Sequence[DecisionDraft]) -> list[Recorded]:
-    """Charge, record and publish `drafts` in the session's transaction, in order.
+def book_decisions(session: Session, charges: Sequence[DecisionCharge]) -> Booking:
+    """Step 1: charge `charges` in order and register their streams and monitoring sessions.
 
     Statement by statement, on every backend and for every batch; on PostgreSQL the writer
     sends the usual batch in two round trips instead (store/decisions_pg.py).
@@ -172,60 +191,70 @@ def record_decisions(session: Session, drafts: Sequence[DecisionDraft]) -> list[
     connection = session.connection()
     statements = STATEMENTS[connection.dialect.name]
     _charge_emergencies(
-        connection, statements, [d for d in drafts if d.emergency_workflow_id is not None]
+        connection, statements, [c for c in charges if c.emergency_workflow_id is not None]
     )
     _charge_budgets(
         connection,
         statements,
-        [d for d in drafts if d.emergency_workflow_id is None and d.budget is not None],
+        [c for c in charges if c.emergency_workflow_id is None and c.budget is not None],
     )
-    accepted = [d for d in drafts if d.refusal is None]
-    if not accepted:
-        return [Recorded(d.refusal) for d in drafts]
+    accepted = [c for c in charges if c.refusal is None]
     started = time.perf_counter()
     streams, monitoring = stream_rows(accepted), monitoring_rows(accepted)
     if streams:
         connection.execute(statements.touch_streams, streams)
     if monitoring:
         connection.execute(statements.touch_monitoring, monitoring)
-    completed = complete_drafts(accepted, started)
-    connection.execute(statements.insert_coordinations, [c.row for c in completed])
-    for decision in completed:
-        publish_many(session, decision.events)
-    audits = [c.audit for c in completed if c.audit is not None]
+    return Booking([c.refusal for c in charges], elapsed_ms(started))
+
+
+def write_decisions(session: Session, records: Sequence[DecisionRecord]) -> None:
+    """Step 2: write the booked decisions' rows, events and audit entries."""
+    if not records:
+        return
+    connection = session.connection()
+    statements = STATEMENTS[connection.dialect.name]
+    connection.execute(statements.insert_coordinations, [r.coordination.values() for r in records])
+    for record in records:
+        publish_many(session, record.events)
+    audits = [r.audit for r in records if r.audit is not None]
     if audits:
         append_audit(session, audits)
-    return [Recorded(d.refusal) for d in drafts]
 
 
-def complete_drafts(drafts: list[DecisionDraft], integration_started: float) -> list[Completed]:
-    """Each accepted draft's row, events and audit entry, with the measured integration time."""
-    integration_ms = round((time.perf_counter() - integration_started) * 1000, 3)
-    return [draft.complete(integration_ms) for draft in drafts]
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since `started` (a perf_counter reading), to the microsecond."""
+    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def _charge_emergencies(
-    connection: Connection, statements: _Statements, drafts: list[DecisionDraft]
+    connection: Connection, statements: _Statements, charges: list[DecisionCharge]
 ) -> None:
-    """Book each draft against its emergency's cap while the emergency is active."""
-    if not drafts:
+    """Book each charge against its emergency's cap while the emergency is active."""
+    if not charges:
         return
     live: dict[str, Any] = {}  # workflow id -> its locked emergency row
     spent: dict[str, float] = {}
-    for workflow_id in sorted({d.emergency_workflow_id for d in drafts if d.emergency_workflow_id}):
+    for workflow_id in sorted(
+        {d.emergency_workflow_id for d in charges if d.emergency_workflow_id}
+    ):
         row = connection.execute(statements.lock_emergency, {"workflow_id": workflow_id}).first()
         if row is not None:
             live[workflow_id], spent[workflow_id] = row, float(row.spent)
-    for draft in drafts:
-        workflow_id = draft.emergency_workflow_id or ""
+    for charge in charges:
+        workflow_id = charge.emergency_workflow_id or ""
         row = live.get(workflow_id)
-        if row is None or row.deadline <= draft.at:
-            draft.refusal = Refusal("emergency", f"the emergency {workflow_id} has ended")
-        elif spent[workflow_id] + draft.amount > row.max_budget_override:
+        if row is None or row.deadline <= charge.at:
+            charge.refusal = Refusal(
+                RefusalKind.emergency, f"the emergency {workflow_id} has ended"
+            )
+        elif spent[workflow_id] + charge.amount > row.max_budget_override:
             cap = row.max_budget_override
-            draft.refusal = Refusal("emergency", f"the emergency's cap of {cap:g} is spent")
+            charge.refusal = Refusal(
+                RefusalKind.emergency, f"the emergency's cap of {cap:g} is spent"
+            )
         else:
-            spent[workflow_id] += draft.amount
+            spent[workflow_id] += charge.amount
     changed = [
         {"key": row.coordination_id, "spent": spent[workflow_id]}
         for workflow_id, row in live.items()
@@ -237,20 +266,20 @@ def _charge_emergencies(
 
 @dataclass
 class BudgetGroup:
-    """The drafts of one batch charging one service's budget for one period."""
+    """The charges of one batch charging one service's budget for one period."""
 
     service: str
     start: datetime
     period: str
-    drafts: list[DecisionDraft]
+    charges: list[DecisionCharge]
 
     @property
     def limit(self) -> float:
-        return min(d.budget.limit for d in self.drafts if d.budget is not None)
+        return min(d.budget.limit for d in self.charges if d.budget is not None)
 
     @property
     def total(self) -> float:
-        return sum(d.amount for d in self.drafts)
+        return sum(d.amount for d in self.charges)
 
     def charge_params(self) -> dict[str, Any]:
         """Parameters of the conditional upsert booking the whole group at once."""
@@ -259,28 +288,28 @@ class BudgetGroup:
             "period_start": self.start,
             "period": self.period,
             "spent": self.total,
-            "decisions": len(self.drafts),
+            "decisions": len(self.charges),
             "limit": self.limit,
         }
 
 
-def budget_groups(drafts: list[DecisionDraft]) -> list[BudgetGroup]:
-    """The drafts grouped by budget row, in key order (one lock order: no deadlock)."""
+def budget_groups(charges: list[DecisionCharge]) -> list[BudgetGroup]:
+    """The charges grouped by budget row, in key order (one lock order: no deadlock)."""
     groups: dict[tuple[str, datetime], BudgetGroup] = {}
-    for draft in drafts:
-        assert draft.budget is not None
-        key = (draft.service, period_start(draft.budget.period, draft.at))
-        group = groups.setdefault(key, BudgetGroup(*key, draft.budget.period.value, []))
-        group.drafts.append(draft)
+    for charge in charges:
+        assert charge.budget is not None
+        key = (charge.service, period_start(charge.budget.period, charge.at))
+        group = groups.setdefault(key, BudgetGroup(*key, charge.budget.period.value, []))
+        group.charges.append(charge)
     return [groups[key] for key in sorted(groups)]
 
 
 def _charge_budgets(
-    connection: Connection, statements: _Statements, drafts: list[DecisionDraft]
+    connection: Connection, statements: _Statements, charges: list[DecisionCharge]
 ) -> None:
-    """Book each draft against its service's budget for the period, refusing past the limit."""
+    """Book each charge against its service's budget for the period, refusing past the limit."""
     changed = []
-    for group in budget_groups(drafts):
+    for group in budget_groups(charges):
         # Usually the whole batch fits: one conditional upsert books it (a prefix of a batch
         # that fits fits too, so that is the same as checking each decision in turn).
         booked_all = (
@@ -302,15 +331,15 @@ def _charge_budgets(
             ).scalar_one()
         )
         booked = 0
-        for draft in group.drafts:
-            assert draft.budget is not None
-            if spent + draft.amount <= draft.budget.limit:
-                spent += draft.amount
+        for charge in group.charges:
+            assert charge.budget is not None
+            if spent + charge.amount <= charge.budget.limit:
+                spent += charge.amount
                 booked += 1
             else:
-                limit, period = draft.budget.limit, draft.budget.period.value
+                limit, period = charge.budget.limit, charge.budget.period.value
                 detail = f"{period} budget of {limit:g} for {service!r} is spent"
-                draft.refusal = Refusal("budget", detail, spent)
+                charge.refusal = Refusal(RefusalKind.budget, detail, spent)
         if booked:
             changed.append(
                 {"key_service": service, "key_start": start, "spent": spent, "n": booked}
@@ -319,14 +348,14 @@ def _charge_budgets(
         connection.execute(statements.set_budget_spent, changed)
 
 
-def stream_rows(drafts: list[DecisionDraft]) -> list[dict[str, Any]]:
+def stream_rows(charges: list[DecisionCharge]) -> list[dict[str, Any]]:
     """One upsert row per error stream the batch registers, counting its touches."""
     counts: dict[str, tuple[str, int, datetime]] = {}
-    for draft in drafts:
-        stream = draft.touches.stream_id
+    for charge in charges:
+        stream = charge.touches.stream_id
         if stream is not None:
-            _, seen, _ = counts.get(stream, (draft.service, 0, draft.at))
-            counts[stream] = (draft.service, seen + 1, draft.at)
+            _, seen, _ = counts.get(stream, (charge.service, 0, charge.at))
+            counts[stream] = (charge.service, seen + 1, charge.at)
     return [
         {
             "stream_id": stream,
@@ -342,14 +371,14 @@ def stream_rows(drafts: list[DecisionDraft]) -> list[dict[str, Any]]:
     ]
 
 
-def monitoring_rows(drafts: list[DecisionDraft]) -> list[dict[str, Any]]:
+def monitoring_rows(charges: list[DecisionCharge]) -> list[dict[str, Any]]:
     """One upsert row per monitoring session the batch records or refreshes."""
     counts: dict[str, tuple[str, str | None, int, datetime]] = {}
-    for draft in drafts:
-        session_id = draft.touches.monitoring_session_id
+    for charge in charges:
+        session_id = charge.touches.monitoring_session_id
         if session_id is not None:
-            _, _, seen, _ = counts.get(session_id, (draft.service, None, 0, draft.at))
-            counts[session_id] = (draft.service, draft.touches.stream_id, seen + 1, draft.at)
+            _, _, seen, _ = counts.get(session_id, (charge.service, None, 0, charge.at))
+            counts[session_id] = (charge.service, charge.touches.stream_id, seen + 1, charge.at)
     return [
         {
             "session_id": session_id,

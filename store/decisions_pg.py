@@ -5,11 +5,12 @@ statement itself, and a batch recorded statement by statement (store/decisions.p
 dozen times. The writer's own connection sends each half of the transaction as one string
 of statements instead (values bound client-side by psycopg, quoted as literals):
 
-1. ``BEGIN``; the budget upserts (booking each group only if all of it fits); the stream and
-   monitoring upserts; the audit lock and the audit head. Its duration is the decision's
-   measured backend-integration time.
-2. The coordination rows, the audit entries chained to that head, the events (counter, rows
-   and NOTIFY in one statement, store/events.py) and ``COMMIT``.
+1. ``book_in_one_round_trip``: ``BEGIN``; the budget upserts (booking each group only if all
+   of it fits); the stream and monitoring upserts; the audit lock and the audit head. Its
+   duration is the decisions' measured backend-integration time.
+2. ``write_in_one_round_trip``: the complete records the API built with that figure: the
+   coordination rows, the audit entries chained to that head, the events (counter, rows and
+   NOTIFY in one statement, store/events.py) and ``COMMIT``.
 
 The events counter row, the one row every writer shares, is locked only inside the second
 string, right before COMMIT. A batch that is not the usual one (an emergency's cap to charge,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,10 +37,10 @@ from store.base import utcnow
 from store.db import CONNECT_TIMEOUT_SECONDS
 from store.decisions import (
     STATEMENTS,
-    DecisionDraft,
-    Recorded,
+    DecisionCharge,
+    DecisionRecord,
     budget_groups,
-    complete_drafts,
+    elapsed_ms,
     monitoring_rows,
     stream_rows,
 )
@@ -131,21 +133,30 @@ async def _send(
             return results
 
 
-async def record_in_two_round_trips(
-    connection: BatchConnection, drafts: Sequence[DecisionDraft]
-) -> list[Recorded] | None:
-    """Record the usual batch; None (nothing written) when it must go step by step."""
-    if any(d.emergency_workflow_id is not None for d in drafts):
+@dataclass(frozen=True, slots=True)
+class OpenBooking:
+    """A batch booked by the first string: its transaction is open until the second."""
+
+    integration_ms: float
+    audit_head: str  # the hash the batch's audit entries chain to
+
+
+async def book_in_one_round_trip(
+    connection: BatchConnection, charges: Sequence[DecisionCharge]
+) -> OpenBooking | None:
+    """Book the usual batch, leaving its transaction open; None (nothing booked, nothing
+    open) when the batch must go step by step. Every charge of a booked batch is accepted."""
+    if any(c.emergency_workflow_id is not None for c in charges):
         return None
-    groups = budget_groups([d for d in drafts if d.budget is not None])
+    groups = budget_groups([c for c in charges if c.budget is not None])
     if any(group.total > group.limit for group in groups):
         return None
     statements = STATEMENTS["postgresql"]
     first: list[tuple[str, Any]] = [("BEGIN", None)]
     for group in groups:
         first.append(_bound(statements.charge_budget, group.charge_params()))
-    first += [_bound(statements.touch_streams, row) for row in stream_rows(list(drafts))]
-    first += [_bound(statements.touch_monitoring, row) for row in monitoring_rows(list(drafts))]
+    first += [_bound(statements.touch_streams, row) for row in stream_rows(list(charges))]
+    first += [_bound(statements.touch_monitoring, row) for row in monitoring_rows(list(charges))]
     first += [
         (_COUNTER_SQL, None),
         (audit.LOCK_SQL, {"k": audit.APPEND_LOCK_ID}),
@@ -157,21 +168,29 @@ async def record_in_two_round_trips(
     # Not booked: another process spent the budget meanwhile. No counter row: a store being
     # emptied; the step-by-step path puts it back.
     if not all(booked) or not counter[0][0]:
-        await _rollback(connection)
+        await abandon(connection)
         return None
+    return OpenBooking(elapsed_ms(started), head[0][0] if head else audit.GENESIS)
+
+
+async def write_in_one_round_trip(
+    connection: BatchConnection, booking: OpenBooking, records: Sequence[DecisionRecord]
+) -> None:
+    """Write the booked batch's complete records and commit."""
     try:
-        completed = complete_drafts(list(drafts), started)
-        second: list[tuple[str, Any]] = [_coordination_rows([c.row for c in completed])]
-        audits = [c.audit for c in completed if c.audit is not None]
+        second: list[tuple[str, Any]] = [
+            _coordination_rows([r.coordination.values() for r in records])
+        ]
+        audits = [r.audit for r in records if r.audit is not None]
         if audits:
-            rows = chain_rows(audits, head[0][0] if head else audit.GENESIS, utcnow())
+            rows = chain_rows(audits, booking.audit_head, utcnow())
             second.append((audit.APPEND_SQL, audit.append_params(rows)))
-        events = [event for c in completed for event in c.events]
+        events = [event for r in records for event in r.events]
         if events:
             second.append((WRITE_ALL_SQL, write_all_params(events)))
         second.append(("COMMIT", None))
-    except BaseException:  # a decision could not be completed: none of the batch is kept
-        await _rollback(connection)
+    except BaseException:  # a record could not be written: none of the batch is kept
+        await abandon(connection)
         raise
     try:
         answers = await _send(await connection.cursor(), second)
@@ -180,7 +199,6 @@ async def record_in_two_round_trips(
         raise
     if events:
         number_drafts(events, int(answers[-2][0][0]))
-    return [Recorded(None) for _ in drafts]
 
 
 _COUNTER_SQL = "SELECT EXISTS (SELECT FROM event_log_head)"
@@ -203,12 +221,13 @@ async def _first_string(
             if attempt == 2:
                 raise
         except BaseException:
-            await _rollback(connection)
+            await abandon(connection)
             raise
     raise AssertionError("unreachable")
 
 
-async def _rollback(connection: BatchConnection) -> None:
+async def abandon(connection: BatchConnection) -> None:
+    """Roll back the open batch (or drop the connection when that fails)."""
     try:
         await (await connection.cursor()).execute("ROLLBACK")
     except psycopg.Error:

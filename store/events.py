@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, SessionTransaction
 
-from store.base import utcnow
+from store.base import iso_z, utcnow
 from store.models import Event, EventLogHead
 from store.upsert import insert_ignore
 
@@ -89,7 +89,7 @@ def event_draft(
     created = at or utcnow()
     body = {
         "eventType": event_type,
-        "timestamp": created.isoformat().replace("+00:00", "Z"),
+        "timestamp": iso_z(created),
         **payload,
     }
     return EventDraft(event_type, body, service, coordination_id, workflow_id, created)

@@ -32,6 +32,7 @@ from routing.health import (
 )
 from routing.prediction import PredictionConfig
 from routing.types import BreakerState, ProviderNode
+from store.base import iso_z
 from store.events import publish, snapshot_changed
 from store.models import NodeHealthRow, Outcome, ProviderNodeRow
 from switchyard.settings import Settings
@@ -377,7 +378,7 @@ def _publish_transition(
             "to": transition.after.value,
             "reason": transition.reason,
             "trips": status.trips,
-            "openUntil": _iso(status.open_until),
+            "openUntil": iso_z(status.open_until) if status.open_until else None,
         },
         service=transition.service,
         at=now,
@@ -423,10 +424,6 @@ def _publish_prediction(
         service=state.node.service,
         at=now,
     )
-
-
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat().replace("+00:00", "Z") if at is not None else None
 
 
 def sweep(session: Session, now: datetime, config: MonitoringConfig) -> HealthUpdate:

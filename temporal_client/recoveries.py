@@ -7,7 +7,13 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from switchyard.settings import Settings
 from workflows.recovery import ErrorRecoveryWorkflow
-from workflows.recovery_types import ErrorReport, RecoveryConfig, RecoveryInput, ReportResult
+from workflows.recovery_types import (
+    ErrorReport,
+    RecoveryConfig,
+    RecoveryInput,
+    RecoverySource,
+    ReportResult,
+)
 
 
 def recovery_workflow_id(service: str, stream_id: str) -> str:
@@ -34,7 +40,7 @@ async def start_or_join_recovery(
     stream_id: str,
     report: ErrorReport,
     summary: str,
-    source: str = "backend_agent",
+    source: RecoverySource = RecoverySource.backend_agent,
 ) -> ReportResult:
     """Update-with-start (USE_EXISTING): the stream's running recovery takes the error, or a
     new one starts with it; returns once the route is applied. Temporal errors propagate."""

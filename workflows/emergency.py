@@ -18,19 +18,15 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.emergency_types import (
-        ACTIVATE,
-        DEACTIVATE,
-        EXTEND,
         MAX_TOTAL_MINUTES,
-        READ_SPEND,
         ActivateInput,
         Activation,
         CancelRequest,
         DeactivateInput,
-        Deactivation,
         EmergencyOverrideInput,
         EmergencyPhase,
         EmergencyStatus,
+        EmergencySteps,
         EndReason,
         ExtendInput,
         ExtendRequest,
@@ -122,8 +118,8 @@ class EmergencyOverrideWorkflow:
             total = self._state.total_minutes + request.minutes
             self._state.extension_attempts += 1
             try:
-                result: ExtendResult = await workflow.execute_activity(
-                    EXTEND,
+                result = await workflow.execute_activity_method(
+                    EmergencySteps.extend,
                     ExtendInput(
                         step_key=self._step(f"extend-{self._state.extension_attempts}"),
                         coordination_id=activation.coordination_id,
@@ -135,7 +131,6 @@ class EmergencyOverrideWorkflow:
                         reason=request.reason,
                         requested_by=request.requested_by,
                     ),
-                    result_type=ExtendResult,
                     start_to_close_timeout=STEP_TIMEOUT,
                     retry_policy=STEP_RETRY,
                 )
@@ -183,8 +178,8 @@ class EmergencyOverrideWorkflow:
         started = workflow.now()
         deadline = started + timedelta(minutes=params.duration_minutes)
         try:
-            activation: Activation = await workflow.execute_activity(
-                ACTIVATE,
+            activation = await workflow.execute_activity_method(
+                EmergencySteps.activate,
                 ActivateInput(
                     step_key=self._step("activate"),
                     service=params.service,
@@ -198,7 +193,6 @@ class EmergencyOverrideWorkflow:
                     deadline=deadline,
                     requested_by=params.requested_by,
                 ),
-                result_type=Activation,
                 start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=STEP_RETRY,
             )
@@ -261,10 +255,9 @@ class EmergencyOverrideWorkflow:
 
     async def _read_spend(self) -> SpendReading | None:
         try:
-            reading: SpendReading = await workflow.execute_activity(
-                READ_SPEND,
+            reading = await workflow.execute_activity_method(
+                EmergencySteps.read_spend,
                 SpendInput(coordination_id=self._params.coordination_id),
-                result_type=SpendReading,
                 start_to_close_timeout=POLL_TIMEOUT,
                 retry_policy=POLL_RETRY,
             )
@@ -284,8 +277,8 @@ class EmergencyOverrideWorkflow:
 
     async def _deactivate(self, reason: EndReason) -> None:
         cancel = self._cancel if reason is EndReason.cancelled else None
-        result: Deactivation = await workflow.execute_activity(
-            DEACTIVATE,
+        result = await workflow.execute_activity_method(
+            EmergencySteps.deactivate,
             DeactivateInput(
                 step_key=self._step("deactivate"),
                 coordination_id=self._params.coordination_id,
@@ -294,7 +287,6 @@ class EmergencyOverrideWorkflow:
                 detail=cancel.reason if cancel is not None else "",
                 requested_by=cancel.requested_by if cancel is not None else "",
             ),
-            result_type=Deactivation,
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=END_RETRY,
         )

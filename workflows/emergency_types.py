@@ -1,4 +1,4 @@
-"""Inputs, outputs and state of EmergencyOverrideWorkflow and its activities.
+"""Inputs, outputs and state of EmergencyOverrideWorkflow, and the activities it calls.
 
 New fields always get defaults so that recorded histories keep decoding.
 """
@@ -9,8 +9,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel
+from temporalio import activity
 
-# Activity names: the workflow calls activities by name so that it never imports the store.
+# Activity names as recorded in histories: renaming one breaks replay of running emergencies.
 ACTIVATE = "emergency.activate"
 EXTEND = "emergency.extend"
 READ_SPEND = "emergency.read_spend"
@@ -230,3 +231,30 @@ class Deactivation(BaseModel):
     spent: float
     ended_at: datetime
     end_reason: EndReason
+
+
+class EmergencySteps:
+    """The activities EmergencyOverrideWorkflow calls: name, input and output of each.
+
+    Called by method reference; activities.emergency.EmergencyActivities implements them.
+    """
+
+    @activity.defn(name=ACTIVATE)
+    def activate(self, data: ActivateInput) -> Activation:
+        """Insert the active emergency, route with it and announce it."""
+        raise NotImplementedError
+
+    @activity.defn(name=EXTEND)
+    def extend(self, data: ExtendInput) -> ExtendResult:
+        """Move the active emergency's deadline and announce it."""
+        raise NotImplementedError
+
+    @activity.defn(name=READ_SPEND)
+    def read_spend(self, data: SpendInput) -> SpendReading:
+        """Spend charged to the override so far and the cheapest request of the service."""
+        raise NotImplementedError
+
+    @activity.defn(name=DEACTIVATE)
+    def deactivate(self, data: DeactivateInput) -> Deactivation:
+        """End the emergency in the store and announce it."""
+        raise NotImplementedError

@@ -15,14 +15,11 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows.health_sweep_types import (
-        START_RECOVERIES,
-        SWEEP_HEALTH,
         StartRecoveriesInput,
-        StartRecoveriesResult,
         SweepHealthInput,
-        SweepHealthResult,
         SweepInput,
         SweepResult,
+        SweepSteps,
     )
 
 # A run is one of many: a few quick retries, then the next scheduled run takes over.
@@ -44,10 +41,9 @@ class HealthSweepWorkflow:
     @workflow.run
     async def run(self, data: SweepInput) -> SweepResult:
         """Sweep once and return what was found and started."""
-        health: SweepHealthResult = await workflow.execute_activity(
-            SWEEP_HEALTH,
+        health = await workflow.execute_activity_method(
+            SweepSteps.sweep_health,
             SweepHealthInput(),
-            result_type=SweepHealthResult,
             start_to_close_timeout=SWEEP_TIMEOUT,
             retry_policy=SWEEP_RETRY,
         )
@@ -59,10 +55,9 @@ class HealthSweepWorkflow:
         )
         if not health.degraded or not data.start_recoveries:
             return result
-        started: StartRecoveriesResult = await workflow.execute_activity(
-            START_RECOVERIES,
+        started = await workflow.execute_activity_method(
+            SweepSteps.start_recoveries,
             StartRecoveriesInput(nodes=health.degraded, request_key=workflow.info().workflow_id),
-            result_type=StartRecoveriesResult,
             start_to_close_timeout=START_TIMEOUT,
             retry_policy=SWEEP_RETRY,
         )

@@ -1,14 +1,20 @@
-"""Inputs and outputs of HealthSweepWorkflow and its activities.
+"""Inputs and outputs of HealthSweepWorkflow, and the activities it calls.
 
 New fields always get defaults so that recorded histories keep decoding.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, Field
+from temporalio import activity
+
+from routing.recovery import Severity
 
 SWEEP_SCHEDULE_ID = "switchyard-health-sweep"
 SWEEP_WORKFLOW_ID = "switchyard-health-sweep"  # the schedule appends each run's start time
+# Activity names as recorded in histories.
 SWEEP_HEALTH = "monitoring.sweep_health"
 START_RECOVERIES = "monitoring.start_recoveries"
 
@@ -44,7 +50,7 @@ class DegradedNode(BaseModel):
     node_id: str
     service: str
     error_type: str  # provider_outage | performance_degradation | predicted_failure
-    severity: str
+    severity: Severity
     detail: str = ""
 
 
@@ -64,12 +70,23 @@ class StartRecoveriesInput(BaseModel):
     request_key: str = ""  # dedupes a retried activity's reports inside the recovery
 
 
+class StartOutcome(StrEnum):
+    """What starting a recovery for a degraded node came to."""
+
+    started = "started"
+    joined = "joined"  # the stream's recovery was running and took the report
+    already_running = "already_running"
+    would_strand = "would_strand"  # holding the node out would leave its service no node
+    no_route = "no_route"
+    refused = "refused"
+
+
 class RecoveryStart(BaseModel):
     """What happened for one degraded node."""
 
     node_id: str
     workflow_id: str
-    outcome: str  # started | joined | already_running | would_strand | no_route | refused
+    outcome: StartOutcome
     selected_node: str | None = None
     detail: str = ""
 
@@ -88,3 +105,20 @@ class SweepResult(BaseModel):
     transitions: list[BreakerChange] = Field(default_factory=list)
     degraded: list[DegradedNode] = Field(default_factory=list)
     recoveries: list[RecoveryStart] = Field(default_factory=list)
+
+
+class SweepSteps:
+    """The activities HealthSweepWorkflow calls: name, input and output of each.
+
+    Called by method reference; activities.monitoring.MonitoringActivities implements them.
+    """
+
+    @activity.defn(name=SWEEP_HEALTH)
+    def sweep_health(self, data: SweepHealthInput) -> SweepHealthResult:
+        """Re-score every node, half-open breakers whose break is over, list degraded nodes."""
+        raise NotImplementedError
+
+    @activity.defn(name=START_RECOVERIES)
+    async def start_recoveries(self, data: StartRecoveriesInput) -> StartRecoveriesResult:
+        """Start a recovery for each degraded node that has none running."""
+        raise NotImplementedError

@@ -16,6 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from routing.recovery import Severity, worst_severity
     from workflows.recovery_types import (
         TERMINAL_PHASES,
         ApplyOverrideInput,
@@ -23,13 +24,13 @@ with workflow.unsafe.imports_passed_through():
         ErrorReport,
         FinishInput,
         HandleErrorInput,
-        HandleErrorResult,
         HealthCheckInput,
         HealthCheckResult,
         RecoveryEventInput,
         RecoveryInput,
         RecoveryPhase,
         RecoveryStatus,
+        RecoverySteps,
         ReportResult,
         ResolveRequest,
         RoutePlan,
@@ -37,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.search import PHASE, RECOVERY_STRATEGY, SERVICE_NAME, SEVERITY
 
-SEVERITIES = ("low", "medium", "high", "critical")
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
@@ -57,7 +57,7 @@ class ErrorRecoveryWorkflow:
         self._plan: RoutePlan | None = None
         self._failed: set[str] = set()
         self._cascading: set[str] = set()
-        self._severity: str | None = None
+        self._severity: Severity | None = None
         self._errors = 0
         self._results: dict[str, ReportResult] = {}
         self._restore_fraction = 0.0
@@ -181,7 +181,7 @@ class ErrorRecoveryWorkflow:
             self._last_error_at = workflow.now()
             self._failed |= set(report.failed_providers)
             self._cascading |= set(report.cascading_services)
-            self._severity = _worse(self._severity, report.severity)
+            self._severity = worst_severity(self._severity, report.severity)
             if self._escalate_at is None:
                 self._escalate_at = workflow.now() + timedelta(
                     minutes=report.time_to_resolution_minutes
@@ -192,8 +192,8 @@ class ErrorRecoveryWorkflow:
                 f"{workflow.uuid4().hex[:6]}"
             )
             # A local activity: one transaction, no task-queue round trips on the failover path.
-            handled: HandleErrorResult = await workflow.execute_local_activity(
-                "recovery.handle_error",
+            handled = await workflow.execute_local_activity_method(
+                RecoverySteps.handle_error,
                 HandleErrorInput(
                     key=self._key("error", number),
                     workflow_id=self._id,
@@ -205,7 +205,6 @@ class ErrorRecoveryWorkflow:
                     severity=self._severity or report.severity,
                     coordination_id=coordination_id,
                 ),
-                result_type=HandleErrorResult,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=ACTIVITY_RETRY,
             )
@@ -242,8 +241,6 @@ class ErrorRecoveryWorkflow:
     def _validate_report(self, report: ErrorReport) -> None:
         if self._phase in TERMINAL_PHASES or self._stopping():
             raise ValueError("this recovery has ended; a new error starts a new recovery")
-        if report.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}")
 
     @workflow.update
     async def resolve(self, request: ResolveRequest) -> RecoveryStatus:
@@ -323,12 +320,6 @@ class ErrorRecoveryWorkflow:
         except TimeoutError:
             return False
 
-    async def _activity(self, name: str, arg: object) -> dict[str, object]:
-        result: dict[str, object] = await workflow.execute_activity(
-            name, arg, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY
-        )
-        return result
-
     async def _apply(
         self,
         fraction: float,
@@ -339,8 +330,8 @@ class ErrorRecoveryWorkflow:
     ) -> None:
         assert self._plan is not None
         self._restore_fraction = fraction
-        await self._activity(
-            "recovery.apply_override",
+        await workflow.execute_activity_method(
+            RecoverySteps.apply_override,
             ApplyOverrideInput(
                 key=self._key("override"),
                 workflow_id=self._id,
@@ -352,17 +343,17 @@ class ErrorRecoveryWorkflow:
                 operation=operation,
                 event=event,
             ),
-        )
-
-    async def _check_failed(self) -> HealthCheckResult:
-        result: HealthCheckResult = await workflow.execute_activity(
-            "recovery.check_health",
-            HealthCheckInput(node_ids=sorted(self._failed)),
-            result_type=HealthCheckResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
-        return result
+
+    async def _check_failed(self) -> HealthCheckResult:
+        return await workflow.execute_activity_method(
+            RecoverySteps.check_health,
+            HealthCheckInput(node_ids=sorted(self._failed)),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
 
     async def _event(
         self,
@@ -371,8 +362,8 @@ class ErrorRecoveryWorkflow:
         stream_status: str | None = None,
         payload: dict[str, object] | None = None,
     ) -> None:
-        await self._activity(
-            "recovery.publish_event",
+        await workflow.execute_activity_method(
+            RecoverySteps.publish_recovery_event,
             RecoveryEventInput(
                 key=self._key("event"),
                 workflow_id=self._id,
@@ -382,12 +373,14 @@ class ErrorRecoveryWorkflow:
                 stream_status=stream_status,
                 payload=payload or {},
             ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
         )
 
     async def _finish(self, outcome: RecoveryPhase, reason: str) -> None:
         hold = sorted(self._failed) if outcome is RecoveryPhase.unresolved else []
-        await self._activity(
-            "recovery.finish",
+        await workflow.execute_activity_method(
+            RecoverySteps.finish_recovery,
             FinishInput(
                 key=self._key("finish"),
                 workflow_id=self._id,
@@ -397,6 +390,8 @@ class ErrorRecoveryWorkflow:
                 reason=reason,
                 hold_open_nodes=hold,
             ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
         )
         self._phase = outcome
         self._ended_at = workflow.now()
@@ -412,7 +407,7 @@ class ErrorRecoveryWorkflow:
             PHASE.value_set(self._phase.value),
         ]
         if self._severity:
-            updates.append(SEVERITY.value_set(self._severity))
+            updates.append(SEVERITY.value_set(self._severity.value))
         if self._plan:
             updates.append(RECOVERY_STRATEGY.value_set(self._plan.strategy))
         workflow.upsert_search_attributes(updates)
@@ -437,10 +432,3 @@ class ErrorRecoveryWorkflow:
             ended_at=self._ended_at,
             timeline=list(self._timeline),
         )
-
-
-def _worse(current: str | None, new: str) -> str:
-    """The more severe of two severities."""
-    if current is None or SEVERITIES.index(new) > SEVERITIES.index(current):
-        return new
-    return current

@@ -1,4 +1,4 @@
-"""Inputs, outputs and state of ErrorRecoveryWorkflow and its activities.
+"""Inputs, outputs and state of ErrorRecoveryWorkflow, and the activities it calls.
 
 New fields always get defaults so that recorded histories keep decoding.
 """
@@ -9,6 +9,16 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
+from temporalio import activity
+
+from routing.recovery import Severity
+
+# Activity names as recorded in histories: renaming one breaks replay of running recoveries.
+HANDLE_ERROR = "recovery.handle_error"
+APPLY_OVERRIDE = "recovery.apply_override"
+CHECK_HEALTH = "recovery.check_health"
+PUBLISH_EVENT = "recovery.publish_event"
+FINISH = "recovery.finish"
 
 
 class RecoveryPhase(StrEnum):
@@ -28,6 +38,13 @@ TERMINAL_PHASES = frozenset(
 )
 
 
+class RecoverySource(StrEnum):
+    """Who started a recovery."""
+
+    backend_agent = "backend_agent"  # backend-agent-error
+    monitor = "monitor"  # the health sweep found a degraded node
+
+
 class RecoveryConfig(BaseModel):
     """Timers of a recovery. Defaults are production values; tests shorten them."""
 
@@ -43,7 +60,7 @@ class RecoveryInput(BaseModel):
 
     service: str
     stream_id: str
-    source: str = "backend_agent"  # backend_agent | monitor
+    source: RecoverySource = RecoverySource.backend_agent
     config: RecoveryConfig = RecoveryConfig()
 
 
@@ -51,7 +68,7 @@ class ErrorReport(BaseModel):
     """One error of the stream (the backend-agent-error body, normalised)."""
 
     error_type: str
-    severity: str
+    severity: Severity
     operation: str = ""
     error_message: str = ""
     failed_providers: list[str] = Field(default_factory=list)
@@ -119,9 +136,9 @@ class RecoveryStatus(BaseModel):
     workflow_id: str
     service: str
     stream_id: str
-    source: str
+    source: RecoverySource
     phase: RecoveryPhase
-    severity: str | None = None
+    severity: Severity | None = None
     strategy: str | None = None
     action: str | None = None
     selected_node: str | None = None
@@ -162,7 +179,7 @@ class HandleErrorInput(BaseModel):
     report: ErrorReport
     error_number: int
     failed_providers: list[str]  # every provider failed so far in this recovery
-    severity: str  # the worst severity so far
+    severity: Severity  # the worst severity so far
     coordination_id: str
 
 
@@ -189,6 +206,12 @@ class ApplyOverrideInput(BaseModel):
     coordination_id: str | None = None  # set when this application answers an error report
     operation: str = ""
     event: str = "recovery_route_applied"
+
+
+class OverrideApplied(BaseModel):
+    """The override's revision after the change."""
+
+    revision: int = 0
 
 
 class HealthCheckInput(BaseModel):
@@ -231,6 +254,12 @@ class RecoveryEventInput(BaseModel):
     payload: dict[str, object] = Field(default_factory=dict)
 
 
+class EventPublished(BaseModel):
+    """The event published (its id is drawn at commit, after this result)."""
+
+    event_type: str = ""
+
+
 class FinishInput(BaseModel):
     """Remove the override and record how the recovery ended."""
 
@@ -241,3 +270,42 @@ class FinishInput(BaseModel):
     outcome: RecoveryPhase
     reason: str = ""
     hold_open_nodes: list[str] = Field(default_factory=list)  # unresolved: keep these out
+
+
+class RecoveryFinished(BaseModel):
+    """How the recovery ended, as recorded."""
+
+    outcome: RecoveryPhase | None = None
+
+
+class RecoverySteps:
+    """The activities ErrorRecoveryWorkflow calls: name, input and output of each.
+
+    The workflow calls these by method reference, so it imports no store code and a changed
+    signature is a type error; activities.recovery.RecoveryActivities implements them.
+    """
+
+    @activity.defn(name=HANDLE_ERROR)
+    def handle_error(self, data: HandleErrorInput) -> HandleErrorResult:
+        """Record the error, plan the route and apply the override, in one transaction."""
+        raise NotImplementedError
+
+    @activity.defn(name=APPLY_OVERRIDE)
+    def apply_override(self, data: ApplyOverrideInput) -> OverrideApplied:
+        """Put or move the workflow's routing override."""
+        raise NotImplementedError
+
+    @activity.defn(name=CHECK_HEALTH)
+    def check_health(self, data: HealthCheckInput) -> HealthCheckResult:
+        """Whether each node is back within its SLOs."""
+        raise NotImplementedError
+
+    @activity.defn(name=PUBLISH_EVENT)
+    def publish_recovery_event(self, data: RecoveryEventInput) -> EventPublished:
+        """Publish a recovery event and move the stream's status."""
+        raise NotImplementedError
+
+    @activity.defn(name=FINISH)
+    def finish_recovery(self, data: FinishInput) -> RecoveryFinished:
+        """Remove the override and record how the recovery ended."""
+        raise NotImplementedError

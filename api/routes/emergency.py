@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Response
-from sqlalchemy import select
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -19,11 +18,11 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from api.coordinator import new_coordination_id, require_service
 from api.deps import Commander, Reader, RuntimeDep, get_temporal
-from api.errors import ApiError
+from api.errors import ApiError, temporal_error
 from api.paths import PREFIX
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
@@ -36,7 +35,8 @@ from api.schemas.emergency import (
     EmergencyView,
     ExtendEmergencyRequest,
 )
-from store.base import utcnow
+from store.base import iso_z, utcnow
+from store.emergencies import active_emergency, last_emergency
 from store.models import Emergency
 from workflows.emergency import EmergencyOverrideWorkflow
 from workflows.emergency_types import (
@@ -66,10 +66,6 @@ UPDATE_FAILURES = {
 }
 
 T = TypeVar("T")
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 def _url(service: str, action: str = "") -> str:
@@ -107,35 +103,19 @@ def _update_error(exc: WorkflowUpdateFailedError, service: str) -> ApiError:
 
 
 def _temporal_error(exc: RPCError, service: str) -> ApiError:
-    if exc.status == RPCStatusCode.NOT_FOUND:
-        return ApiError(
-            404,
-            "not_found",
-            f"no emergency is running for {service!r}; GET {_url(service)} shows the last one",
-        )
-    return ApiError(
-        503,
-        "temporal_unavailable",
-        f"the workflow engine did not answer ({exc.status.name}); retry shortly",
-        headers={"Retry-After": "5"},
+    return temporal_error(
+        exc, f"no emergency is running for {service!r}; GET {_url(service)} shows the last one"
     )
 
 
 def _active_row(runtime: ApiRuntime, service: str) -> Emergency | None:
     with runtime.sessions() as session:
-        return session.scalars(
-            select(Emergency).where(Emergency.service == service, Emergency.status == "active")
-        ).first()
+        return active_emergency(session=session, service=service)
 
 
 def _last_row(runtime: ApiRuntime, service: str) -> Emergency | None:
     with runtime.sessions() as session:
-        return session.scalars(
-            select(Emergency)
-            .where(Emergency.service == service)
-            .order_by(Emergency.started_at.desc())
-            .limit(1)
-        ).first()
+        return last_emergency(session=session, service=service)
 
 
 async def _query(client: Client, workflow_id: str) -> EmergencyStatus | None:
@@ -162,7 +142,7 @@ async def _already_running(runtime: ApiRuntime, client: Client, service: str) ->
         status = await _query(client, workflow_id)
         if status is not None:
             coordination_id, deadline = status.coordination_id, status.deadline
-    until = f" until {_iso(deadline)}" if deadline is not None else ""
+    until = f" until {iso_z(deadline)}" if deadline is not None else ""
     return ApiError(
         409,
         "emergency_already_active",
@@ -171,7 +151,7 @@ async def _already_running(runtime: ApiRuntime, client: Client, service: str) ->
         {
             "workflowId": workflow_id,
             "coordinationId": coordination_id,
-            "deadline": _iso(deadline) if deadline is not None else None,
+            "deadline": iso_z(deadline) if deadline is not None else None,
             "extendUrl": _url(service, "extend"),
             "statusUrl": _url(service),
         },

@@ -13,11 +13,11 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from api.coordinator import require_service
 from api.deps import Operator, Reader, RuntimeDep, TemporalDep
-from api.errors import ApiError, field_error
+from api.errors import ApiError, field_error, temporal_error
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
 from api.schemas.recovery import (
@@ -127,7 +127,7 @@ def _result(outcome: ReportResult, cascading: list[str]) -> BackendAgentErrorRes
             workflow_id=outcome.workflow_id,
             error_count=outcome.error_count,
             joined_existing_recovery=outcome.joined_existing,
-            phase=outcome.phase.value,
+            phase=outcome.phase,
             cascading_services=cascading,
         ),
     )
@@ -170,14 +170,7 @@ async def report_error(
 
 
 def _temporal_error(exc: RPCError) -> ApiError:
-    if exc.status == RPCStatusCode.NOT_FOUND:
-        return ApiError(404, "not_found", "no such recovery workflow")
-    return ApiError(
-        503,
-        "temporal_unavailable",
-        f"the workflow engine did not answer ({exc.status.name}); retry shortly",
-        headers={"Retry-After": "5"},
-    )
+    return temporal_error(exc, "no such recovery workflow")
 
 
 @router.post(
@@ -210,7 +203,7 @@ def _view(runtime: ApiRuntime, status: RecoveryStatus) -> RecoveryView:
         service_name=status.service,
         stream_id=status.stream_id,
         source=status.source,
-        phase=status.phase.value,
+        phase=status.phase,
         severity=status.severity,
         recovery_strategy=status.strategy,
         action=status.action,

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from api.schemas.common import ResponseModel, WireModel
+from routing.recovery import Severity
+from workflows.recovery_types import RecoveryPhase, RecoverySource
 
 Ident = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
@@ -36,7 +38,7 @@ class BackendAgentErrorRequest(WireModel):
     error_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
     service_name: str = Field(min_length=1, max_length=64)
     operation: str = Field(default="", max_length=100)
-    severity: Literal["low", "medium", "high", "critical"]
+    severity: Severity
     error_message: str = Field(default="", max_length=4000)
     business_impact: BusinessImpact = BusinessImpact()
     error_details: ErrorDetails = ErrorDetails()
@@ -98,7 +100,7 @@ class BackendAgentResponse(ResponseModel):
     workflow_id: str
     error_count: int
     joined_existing_recovery: bool
-    phase: str
+    phase: RecoveryPhase
     cascading_services: list[str] = []
 
 
@@ -129,9 +131,9 @@ class RecoveryView(ResponseModel):
     workflow_id: str
     service_name: str
     stream_id: str
-    source: str
-    phase: str
-    severity: str | None
+    source: RecoverySource
+    phase: RecoveryPhase
+    severity: Severity | None
     recovery_strategy: str | None
     action: str | None
     selected_node: str | None

@@ -18,7 +18,7 @@ import api.decision_writer
 from api.auth import Role
 from store.base import utcnow
 from store.db import transaction
-from store.decisions import DecisionDraft, Recorded, Refusal
+from store.decisions import Booking, DecisionCharge, Refusal, RefusalKind
 from store.models import BudgetSpend, Coordination, Emergency, Event, ProviderService
 
 Auth = Callable[..., dict[str, str]]
@@ -216,11 +216,11 @@ def test_a_charge_refused_twice_is_503_not_500(
         )
     api_client.app.state.runtime.snapshot.refresh()  # type: ignore[attr-defined]
 
-    def refuse(_: Any, drafts: list[DecisionDraft]) -> list[Recorded]:
+    def refuse(_: Any, charges: list[DecisionCharge]) -> Booking:
         detail = "daily budget of 5000 for 'stripe' is spent"
-        return [Recorded(Refusal("budget", detail, 5000.0)) for _ in drafts]
+        return Booking([Refusal(RefusalKind.budget, detail, 5000.0) for _ in charges], 0.0)
 
-    monkeypatch.setattr(api.decision_writer, "record_decisions", refuse)
+    monkeypatch.setattr(api.decision_writer, "book_decisions", refuse)
     response = api_client.post(URL, json=SEED_REQUEST, headers=auth(Role.operator))
     assert response.status_code == 503, response.text
     error = response.json()["error"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -12,20 +13,22 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.coordinator import routing_request
-from api.decision_writer import DecisionWriter
+from api.decision_writer import DecisionWriter, PendingDecision, completed
 from api.schemas.coordination import CoordinationRequest
 from routing.decide import decide
 from routing.types import BudgetPeriod, RoutingSnapshot
 from store.audit import AuditRecord, append_entry, verify_chain
 from store.base import utcnow
-from store.coordinations import coordination_values
+from store.coordinations import CoordinationKind, CoordinationRecord
 from store.db import transaction
 from store.decisions import (
     BudgetCharge,
-    Completed,
-    DecisionDraft,
+    DecisionCharge,
+    DecisionRecord,
+    Recorded,
     Touches,
-    record_decisions,
+    book_decisions,
+    write_decisions,
 )
 from store.decisions_pg import APPLICATION_NAME, BatchConnection
 from store.events import event_draft
@@ -46,6 +49,23 @@ STRIPE = CoordinationRequest.model_validate(
 )
 
 
+def record_decisions(session: Session, decisions: list[PendingDecision]) -> list[Recorded]:
+    """Both steps of a batch in the session's transaction, as the writer takes them."""
+    booking = book_decisions(session, [d.charge for d in decisions])
+    write_decisions(session, completed(decisions, booking))
+    return [Recorded(refusal) for refusal in booking.refusals]
+
+
+class Answer:
+    """Builds a test decision's record: a row and one event, failing on demand."""
+
+    def __init__(self, build: Callable[[float], DecisionRecord]) -> None:
+        self.build = build
+
+    def record(self, integration_ms: float) -> DecisionRecord:
+        return self.build(integration_ms)
+
+
 def draft(
     snapshot: RoutingSnapshot,
     n: int,
@@ -57,19 +77,19 @@ def draft(
     emergency: str | None = None,
     fail: bool = False,
     audited: bool = False,
-) -> DecisionDraft:
+) -> PendingDecision:
     """A stripe decision of `amount` whose completion writes a row and one event."""
     now = utcnow()
     decision = decide(routing_request(STRIPE), snapshot, now)
     coordination_id = f"coordination_{n}"
 
-    def complete(integration_ms: float) -> Completed:
+    def complete(integration_ms: float) -> DecisionRecord:
         if fail:
             raise ValueError("this decision cannot be written")
-        row = coordination_values(
+        row = CoordinationRecord.of_decision(
             decision,
             coordination_id=coordination_id,
-            kind="standard",
+            kind=CoordinationKind.standard,
             service="stripe",
             operation="payment_processing",
             response={"integrationMs": integration_ms},
@@ -87,9 +107,9 @@ def draft(
             coordination_id=coordination_id,
         )
         entry = audit_record(f"req_{n}") if audited else None
-        return Completed(row | {"estimated_cost": amount}, [event], entry)
+        return DecisionRecord(replace(row, estimated_cost=amount), [event], entry)
 
-    return DecisionDraft(
+    charge = DecisionCharge(
         coordination_id=coordination_id,
         service="stripe",
         amount=amount,
@@ -97,8 +117,8 @@ def draft(
         budget=BudgetCharge(BudgetPeriod.daily, limit),
         emergency_workflow_id=emergency,
         touches=Touches(stream_id=stream, monitoring_session_id=monitoring),
-        complete=complete,
     )
+    return PendingDecision(charge, Answer(complete))
 
 
 def audit_record(request_id: str) -> AuditRecord:
