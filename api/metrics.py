@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -34,7 +33,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,7 +40,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth import AuthError, Permission
 from api.errors import error_response
 from routing.types import BreakerState
-from store.models import Emergency, ErrorStream
+from store.status import PhaseCounts
+from store.status import phase_counts as store_phase_counts
 from switchyard.logs import bind, log_context
 from switchyard.settings import Settings
 
@@ -188,33 +187,10 @@ class RequestTelemetry:
             HTTP_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
-@dataclass
-class PhaseCounts:
-    """Recoveries and emergencies by service and phase, from one aggregate query each."""
-
-    recoveries: list[tuple[str, str, int]] = field(default_factory=list)
-    emergencies: list[tuple[str, str, str, int]] = field(default_factory=list)
-
-
 def phase_counts(runtime: ApiRuntime) -> PhaseCounts:
     """Count recoveries (error streams with a workflow) and emergencies by phase."""
     with runtime.sessions() as session:
-        recoveries = session.execute(
-            select(ErrorStream.service, ErrorStream.status, func.count())
-            .where(ErrorStream.workflow_id.is_not(None))
-            .group_by(ErrorStream.service, ErrorStream.status)
-        ).all()
-        emergencies = session.execute(
-            select(
-                Emergency.service, Emergency.status, Emergency.end_reason, func.count()
-            ).group_by(Emergency.service, Emergency.status, Emergency.end_reason)
-        ).all()
-    return PhaseCounts(
-        recoveries=[(service, status, int(n)) for service, status, n in recoveries],
-        emergencies=[
-            (service, status, reason or "", int(n)) for service, status, reason, n in emergencies
-        ],
-    )
+        return store_phase_counts(session=session)
 
 
 class StateCollector(Collector):

@@ -11,9 +11,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, exists, extract, false, func, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    case,
+    cast,
+    exists,
+    extract,
+    false,
+    func,
+    literal,
+    select,
+    true,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from store.base import UtcDateTime
 from store.models import (
     Coordination,
     Emergency,
@@ -221,3 +234,49 @@ def provider_health(*, session: Session, service: str, emergency_active: bool) -
     if not emergency_active:
         query = query.where(ProviderNodeRow.emergency_only.is_(false()))
     return {node_id: float(value) for node_id, value in session.execute(query)}
+
+
+def _bucket(session: Session, start: datetime, seconds: float) -> ColumnElement[Any]:
+    # Timestamp arithmetic is not portable: PostgreSQL subtracts timestamptz into an
+    # interval, SQLite keeps ISO text that julianday() turns into fractional days.
+    since = literal(start, UtcDateTime())
+    if session.get_bind().dialect.name == "postgresql":
+        return func.floor(extract("epoch", Coordination.created_at - since) / seconds)
+    elapsed = (func.julianday(Coordination.created_at) - func.julianday(since)) * 86400.0
+    return cast(elapsed / seconds, Integer)  # truncates; rows are never before `start`
+
+
+def coordination_series(
+    session: Session, *, now: datetime, window: timedelta, buckets: int
+) -> tuple[datetime, float, list[tuple[int, int, int, float, float]]]:
+    """Per bucket: index, coordinations, successful ones, cost, savings (one SQL aggregate)."""
+    seconds = window.total_seconds() / buckets
+    start = now - window
+    bucket = _bucket(session, start, seconds).label("bucket")
+    succeeded = case((failed_outcome_reported(), 0), else_=1)
+    rows = session.execute(
+        select(
+            bucket,
+            func.count(),
+            func.coalesce(func.sum(succeeded), 0),
+            func.coalesce(func.sum(Coordination.estimated_cost), 0.0),
+            func.coalesce(func.sum(Coordination.cost_savings), 0.0),
+        )
+        .where(Coordination.created_at >= start, Coordination.created_at <= now)
+        .group_by(bucket)
+    ).all()
+    return (
+        start,
+        seconds,
+        [(int(r[0]), int(r[1]), int(r[2]), float(r[3]), float(r[4])) for r in rows],
+    )
+
+
+def spent_since(*, session: Session, start: datetime) -> dict[str, float]:
+    """Per service: the estimated cost of every decision since `start` (emergencies too)."""
+    rows = session.execute(
+        select(Coordination.service, func.coalesce(func.sum(Coordination.estimated_cost), 0.0))
+        .where(Coordination.created_at >= start)
+        .group_by(Coordination.service)
+    )
+    return {service: float(total) for service, total in rows}

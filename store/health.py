@@ -34,7 +34,7 @@ from routing.prediction import PredictionConfig
 from routing.types import BreakerState, ProviderNode
 from store.base import iso_z
 from store.events import publish, snapshot_changed
-from store.models import NodeHealthRow, Outcome, ProviderNodeRow
+from store.models import NodeHealthRow, Outcome, ProviderNodeRow, ProviderService
 from switchyard.settings import Settings
 
 _health = cast(Table, NodeHealthRow.__table__)
@@ -475,3 +475,18 @@ def set_breaker(
     )
     snapshot_changed(session)
     return after
+
+
+def node_rows(
+    *, session: Session, node_id: str | None = None
+) -> list[tuple[ProviderNodeRow, NodeHealthRow, ProviderService]]:
+    """Every node (or one) with its live health and service, in catalog order."""
+    query = (
+        select(ProviderNodeRow, NodeHealthRow, ProviderService)
+        .join(NodeHealthRow, NodeHealthRow.node_id == ProviderNodeRow.node_id)
+        .join(ProviderService, ProviderService.name == ProviderNodeRow.service)
+        .order_by(ProviderService.position, ProviderNodeRow.position)
+    )
+    if node_id is not None:
+        query = query.where(ProviderNodeRow.node_id == node_id)
+    return [(node, health, service) for node, health, service in session.execute(query)]

@@ -13,8 +13,18 @@ from routing.types import BreakerState
 from store.coordinations import touch_monitoring_session
 from store.crypto import FieldCipher
 from store.events import snapshot_changed
-from store.models import ErrorEvent, ErrorStream, NodeHealthRow, ProviderNodeRow, RoutingOverrideRow
+from store.models import (
+    ErrorEvent,
+    ErrorStream,
+    MonitoringSession,
+    NodeHealthRow,
+    ProviderNodeRow,
+    RoutingOverrideRow,
+)
 from store.upsert import insert_ignore
+
+# Stream statuses while its recovery runs (the recovery's phase names them).
+RUNNING_STREAM_STATUSES = ("recovering", "escalated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +200,31 @@ def node_figures(*, session: Session, node_ids: list[str]) -> list[NodeFigures]:
         )
         for node, health in rows
     ]
+
+
+def running_recoveries(*, session: Session) -> list[ErrorStream]:
+    """Streams whose recovery workflow is running."""
+    return list(
+        session.scalars(
+            select(ErrorStream).where(
+                ErrorStream.status.in_(RUNNING_STREAM_STATUSES),
+                ErrorStream.workflow_id.is_not(None),
+            )
+        )
+    )
+
+
+def error_streams(*, session: Session) -> list[ErrorStream]:
+    """Every error stream, most recently seen first."""
+    return list(session.scalars(select(ErrorStream).order_by(ErrorStream.last_seen.desc())))
+
+
+def monitoring_sessions_by_stream(*, session: Session) -> dict[str, list[str]]:
+    """Stream id -> the monitoring sessions opened for it."""
+    by_stream: dict[str, list[str]] = {}
+    for monitor in session.scalars(
+        select(MonitoringSession).where(MonitoringSession.stream_id.is_not(None))
+    ):
+        assert monitor.stream_id is not None
+        by_stream.setdefault(monitor.stream_id, []).append(monitor.session_id)
+    return by_stream

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import timedelta
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from api.deps import Reader, RuntimeDep, SessionDep
 from api.routes.recovery import workflow_ui_url
@@ -18,11 +16,11 @@ from api.schemas.recovery import (
     BackendAgentConnections,
 )
 from store.base import utcnow
-from store.models import Emergency, ErrorStream, MonitoringSession
+from store.emergencies import active_emergencies
+from store.recoveries import error_streams, monitoring_sessions_by_stream, running_recoveries
 
 router = APIRouter(tags=["recovery"])
 ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403)}
-RUNNING_STREAM_STATUSES = ("recovering", "escalated")
 
 
 @router.get(
@@ -36,12 +34,7 @@ def get_active_coordinations(
     """Running recoveries and emergencies with phase and age, oldest first."""
     now = utcnow()
     items: list[ActiveCoordination] = []
-    streams = session.scalars(
-        select(ErrorStream).where(
-            ErrorStream.status.in_(RUNNING_STREAM_STATUSES), ErrorStream.workflow_id.is_not(None)
-        )
-    )
-    for stream in streams:
+    for stream in running_recoveries(session=session):
         assert stream.workflow_id is not None
         items.append(
             ActiveCoordination(
@@ -54,7 +47,7 @@ def get_active_coordinations(
                 temporal_ui_url=workflow_ui_url(runtime, stream.workflow_id),
             )
         )
-    for emergency in session.scalars(select(Emergency).where(Emergency.status == "active")):
+    for emergency in active_emergencies(session=session):
         items.append(
             ActiveCoordination(
                 workflow_id=emergency.workflow_id,
@@ -88,12 +81,7 @@ def get_backend_agent_connections(
 ) -> Envelope[BackendAgentConnections]:
     """Every reporting stream: last seen, errors, syncs and monitoring sessions."""
     recent = utcnow() - timedelta(minutes=15)
-    sessions_by_stream: dict[str, list[str]] = defaultdict(list)
-    for monitor in session.scalars(
-        select(MonitoringSession).where(MonitoringSession.stream_id.is_not(None))
-    ):
-        assert monitor.stream_id is not None
-        sessions_by_stream[monitor.stream_id].append(monitor.session_id)
+    sessions_by_stream = monitoring_sessions_by_stream(session=session)
     connections = [
         BackendAgentConnection(
             stream_id=stream.stream_id,
@@ -105,12 +93,12 @@ def get_backend_agent_connections(
             syncs=stream.sync_count,
             workflow_id=stream.workflow_id,
             monitoring_sessions=sorted(
-                set(sessions_by_stream[stream.stream_id])
+                set(sessions_by_stream.get(stream.stream_id, ()))
                 | ({stream.monitoring_session_id} if stream.monitoring_session_id else set())
             ),
             cascading_services=stream.cascading_services,
         )
-        for stream in session.scalars(select(ErrorStream).order_by(ErrorStream.last_seen.desc()))
+        for stream in error_streams(session=session)
     ]
     return Envelope(
         data=BackendAgentConnections(

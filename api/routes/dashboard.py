@@ -7,13 +7,11 @@ no data, so they need no token; everything they show comes from endpoints that d
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import ColumnElement, Integer, case, cast, extract, func, literal, select
-from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
@@ -22,9 +20,8 @@ from api.paths import PREFIX
 from api.schemas.analytics import Timeframe, Timestamp
 from api.schemas.common import Envelope, ErrorEnvelope, ResponseModel
 from routing.outcome import MONEY_DECIMALS, PERCENT_DECIMALS
-from store.analytics import failed_outcome_reported
-from store.base import UtcDateTime, utcnow
-from store.models import Coordination
+from store.analytics import coordination_series
+from store.base import utcnow
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -79,42 +76,6 @@ async def dashboard_asset(request: Request) -> Response:
 # Plain routes, not API operations: no token, not in the OpenAPI document.
 pages.add_route("/dashboard", dashboard_page, methods=["GET"], include_in_schema=False)
 pages.add_route("/dashboard/{name}", dashboard_asset, methods=["GET"], include_in_schema=False)
-
-
-def _bucket(session: Session, start: datetime, seconds: float) -> ColumnElement[Any]:
-    # Timestamp arithmetic is not portable: PostgreSQL subtracts timestamptz into an
-    # interval, SQLite keeps ISO text that julianday() turns into fractional days.
-    since = literal(start, UtcDateTime())
-    if session.get_bind().dialect.name == "postgresql":
-        return func.floor(extract("epoch", Coordination.created_at - since) / seconds)
-    elapsed = (func.julianday(Coordination.created_at) - func.julianday(since)) * 86400.0
-    return cast(elapsed / seconds, Integer)  # truncates; rows are never before `start`
-
-
-def coordination_series(
-    session: Session, *, now: datetime, window: timedelta, buckets: int
-) -> tuple[datetime, float, list[tuple[int, int, int, float, float]]]:
-    """Per bucket: index, coordinations, successful ones, cost, savings (one SQL aggregate)."""
-    seconds = window.total_seconds() / buckets
-    start = now - window
-    bucket = _bucket(session, start, seconds).label("bucket")
-    succeeded = case((failed_outcome_reported(), 0), else_=1)
-    rows = session.execute(
-        select(
-            bucket,
-            func.count(),
-            func.coalesce(func.sum(succeeded), 0),
-            func.coalesce(func.sum(Coordination.estimated_cost), 0.0),
-            func.coalesce(func.sum(Coordination.cost_savings), 0.0),
-        )
-        .where(Coordination.created_at >= start, Coordination.created_at <= now)
-        .group_by(bucket)
-    ).all()
-    return (
-        start,
-        seconds,
-        [(int(r[0]), int(r[1]), int(r[2]), float(r[3]), float(r[4])) for r in rows],
-    )
 
 
 @router.get(

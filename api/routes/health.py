@@ -9,7 +9,6 @@ from typing import Literal, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select, text
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -18,7 +17,7 @@ from api.deps import RuntimeDep
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ResponseModel
 from store.base import utcnow
-from store.models import Emergency, ErrorStream, MonitoringSession, RoutingOverrideRow
+from store.status import live_counts
 
 router = APIRouter(tags=["health"])
 T = TypeVar("T")
@@ -73,31 +72,9 @@ async def _timed(coro: Awaitable[T]) -> tuple[float, T]:
 
 
 def _db_counts(runtime: ApiRuntime) -> tuple[int, int]:
-    since = utcnow() - timedelta(minutes=15)
     with runtime.sessions() as session:
-        session.execute(text("SELECT 1"))
-        overrides = session.scalar(select(func.count()).select_from(RoutingOverrideRow)) or 0
-        emergencies = (
-            session.scalar(
-                select(func.count()).select_from(Emergency).where(Emergency.status == "active")
-            )
-            or 0
-        )
-        streams = (
-            session.scalar(
-                select(func.count()).select_from(ErrorStream).where(ErrorStream.last_seen >= since)
-            )
-            or 0
-        )
-        monitors = (
-            session.scalar(
-                select(func.count())
-                .select_from(MonitoringSession)
-                .where(MonitoringSession.active.is_(True), MonitoringSession.last_seen >= since)
-            )
-            or 0
-        )
-        return int(overrides + emergencies), int(streams + monitors)
+        counts = live_counts(session=session, since=utcnow() - timedelta(minutes=15))
+    return counts.active_coordinations, counts.backend_connections
 
 
 async def check_database(runtime: ApiRuntime) -> tuple[HealthCheck, tuple[int, int]]:

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from fastapi import APIRouter
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import Commander, Reader, RuntimeDep
@@ -32,39 +31,21 @@ from routing.budget import period_start
 from routing.health import MonitoringConfig, Observation, recent
 from routing.prediction import Sample, predict
 from routing.types import BreakerState, BudgetPeriod, BudgetState
+from store.analytics import spent_since
 from store.base import utcnow
 from store.db import transaction
-from store.health import breaker_status, load_windows, monitoring_config, set_breaker
-from store.models import Coordination, NodeHealthRow, ProviderNodeRow, ProviderService
+from store.health import (
+    breaker_status,
+    load_windows,
+    monitoring_config,
+    node_rows,
+    set_breaker,
+)
+from store.models import NodeHealthRow, ProviderNodeRow, ProviderService
 from store.snapshot import load_budgets
 
 router = APIRouter(tags=["monitoring"])
 ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 404, 422)}
-
-
-def _rows(
-    session: Session, node_id: str | None = None
-) -> list[tuple[ProviderNodeRow, NodeHealthRow, ProviderService]]:
-    query = (
-        select(ProviderNodeRow, NodeHealthRow, ProviderService)
-        .join(NodeHealthRow, NodeHealthRow.node_id == ProviderNodeRow.node_id)
-        .join(ProviderService, ProviderService.name == ProviderNodeRow.service)
-        .order_by(ProviderService.position, ProviderNodeRow.position)
-    )
-    if node_id is not None:
-        query = query.where(ProviderNodeRow.node_id == node_id)
-    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
-
-
-def _spent_today(session: Session, now: datetime) -> dict[str, float]:
-    """Per service: the estimated cost of every decision since 00:00 UTC (emergencies too)."""
-    start = period_start(BudgetPeriod.daily, now)
-    rows = session.execute(
-        select(Coordination.service, func.coalesce(func.sum(Coordination.estimated_cost), 0.0))
-        .where(Coordination.created_at >= start)
-        .group_by(Coordination.service)
-    )
-    return {service: float(total) for service, total in rows}
 
 
 def _views(
@@ -75,7 +56,7 @@ def _views(
     forecast: bool = False,
 ) -> list[ProviderView]:
     budgets = load_budgets(session, sorted({s for _, _, s in rows}, key=lambda s: s.position), now)
-    spent = _spent_today(session, now)
+    spent = spent_since(session=session, start=period_start(BudgetPeriod.daily, now))
     windows = (
         load_windows(session, [n.node_id for n, _, _ in rows], now, config.health)
         if forecast
@@ -176,7 +157,7 @@ def _forecast(
 
 
 def _one(session: Session, node_id: str, config: MonitoringConfig) -> ProviderView:
-    rows = _rows(session, node_id)
+    rows = node_rows(session=session, node_id=node_id)
     if not rows:
         raise ApiError(404, "not_found", f"no provider node {node_id!r}")
     return _views(session, rows, utcnow(), config, forecast=True)[0]
@@ -191,7 +172,7 @@ def list_providers(runtime: RuntimeDep, _: Reader) -> Envelope[ProviderList]:
     """Every node with its catalog figures, live health, breaker, prediction and budget."""
     config = monitoring_config(runtime.settings)
     with runtime.sessions() as session:
-        views = _views(session, _rows(session), utcnow(), config)
+        views = _views(session, node_rows(session=session), utcnow(), config)
     return Envelope(data=ProviderList(providers=views))
 
 
