@@ -269,7 +269,9 @@ async def _http_load(
     return total
 
 
-def run_http(url: str, catalog: CatalogSpec, settings: Settings, args: argparse.Namespace) -> dict:
+def run_http(
+    url: str, catalog: CatalogSpec, settings: Settings, args: argparse.Namespace
+) -> dict[str, Any]:
     """POST /outcomes against uvicorn workers; closed loop over keep-alive connections."""
     rng = random.Random(7)
     services = service_nodes(catalog)

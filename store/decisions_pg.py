@@ -46,7 +46,7 @@ from store.decisions import (
 )
 from store.events import WRITE_ALL_SQL, number_drafts, write_all_params
 
-_DIALECT = postgresql_psycopg.dialect()
+_DIALECT = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 APPLICATION_NAME = "switchyard-decision-writer"  # how pg_stat_activity shows the connection
 
 

@@ -260,9 +260,10 @@ def _aware(value: Any) -> datetime:
     session's zone as a ZoneInfo, whose arithmetic is several times slower than UTC's."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
+    moment: datetime = value
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def reassess(

@@ -121,7 +121,10 @@ def monitor(session_id: str, service: str, active: bool, last_seen: datetime) ->
 def recorded(api_client: TestClient, sessions: sessionmaker[Session]) -> datetime:
     """A store with known coordinations, outcomes, emergencies, streams and sessions."""
     now = utcnow()
-    ago = lambda **kw: now - timedelta(**kw)  # noqa: E731
+
+    def ago(**kw: float) -> datetime:
+        return now - timedelta(**kw)
+
     with transaction(sessions) as session:
         session.add_all(
             [

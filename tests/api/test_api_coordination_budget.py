@@ -64,7 +64,7 @@ def recorded(sessions: sessionmaker[Session], service: str) -> tuple[int, float]
 def with_budget(remaining: float | None) -> dict[str, Any]:
     """The seed request with another client remainingBudget (None: no client budget)."""
     body = copy.deepcopy(SEED_REQUEST)
-    constraints = body["routingContext"]["budgetConstraints"]  # type: ignore[index]
+    constraints = body["routingContext"]["budgetConstraints"]
     if remaining is None:
         del constraints["remainingBudget"]
     else:
@@ -174,7 +174,7 @@ def test_concurrent_requests_never_overspend(
     body = with_budget(None)
 
     def send(_: int) -> int:
-        return api_client.post(URL, json=body, headers=headers).status_code
+        return int(api_client.post(URL, json=body, headers=headers).status_code)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(send, range(48)))

@@ -23,7 +23,9 @@ BASE = "/api/v1/enhanced-traffic-coordination"
 PRIMARY = "stripe_primary_us_east"
 
 
-def batch(node: str = PRIMARY, total: int = 100, failures: int = 30, **extra: Any) -> dict:
+def batch(
+    node: str = PRIMARY, total: int = 100, failures: int = 30, **extra: Any
+) -> dict[str, Any]:
     """`total` outcomes for `node`, three in every ten failing (30 %) by default."""
     failing = {round(i * total / failures) for i in range(failures)} if failures else set()
     return {
@@ -49,7 +51,7 @@ def count(sessions: sessionmaker[Session], model: type[Any]) -> int:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def route(client: TestClient, headers: dict[str, str], **requirements: bool) -> dict:
+def route(client: TestClient, headers: dict[str, str], **requirements: bool) -> dict[str, Any]:
     body = {"serviceName": "stripe", "operation": "payment_processing"}
     if requirements:
         body["coordinationRequirements"] = requirements  # type: ignore[assignment]
@@ -180,7 +182,7 @@ def test_bad_batches_are_422_naming_index_and_field_and_write_nothing(
     api_client: TestClient,
     auth: Callable[..., dict[str, str]],
     sessions: sessionmaker[Session],
-    mutate: Callable[[dict], object],
+    mutate: Callable[[dict[str, Any]], object],
     field: str,
 ) -> None:
     body = batch()
@@ -321,7 +323,7 @@ def test_a_few_refusals_cut_the_admitted_share_and_time_restores_it(
     assert runtime.snapshot.refresh().health[PRIMARY].admitted_share == 1.0
 
 
-def client_route(client: TestClient, headers: dict[str, str], request_id: str) -> dict:
+def client_route(client: TestClient, headers: dict[str, str], request_id: str) -> dict[str, Any]:
     body = {
         "serviceName": "stripe",
         "operation": "payment_processing",

@@ -18,7 +18,7 @@ BASE = "/api/v1/enhanced-traffic-coordination"
 PRIMARY = "stripe_primary_us_east"
 
 
-def outcomes(total: int, failures: int, node: str = PRIMARY) -> dict:
+def outcomes(total: int, failures: int, node: str = PRIMARY) -> dict[str, Any]:
     failing = {round(i * total / failures) for i in range(failures)} if failures else set()
     return {
         "outcomes": [

@@ -120,7 +120,7 @@ def test_filters_by_type_and_service_live_and_replayed(
         "service": "?service=stripe",
         "both": "?types=breaker_opened&service=twilio",
     }
-    keep = {
+    keep: dict[str, Callable[[str, str], bool]] = {
         "types": lambda kind, service: kind in ("breaker_opened", "recovery_started"),
         "service": lambda kind, service: service == "stripe",
         "both": lambda kind, service: kind == "breaker_opened" and service == "twilio",
@@ -147,7 +147,7 @@ def _take(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
 def test_no_token_is_refused_before_the_handshake(live: LiveApi, token: Callable[..., str]) -> None:
     for protocols in ([SUBPROTOCOL], [SUBPROTOCOL, "bearer.not-a-jwt"]):
         with pytest.raises(InvalidStatus) as refused:
-            connect(live.url(f"{BASE}/events", "ws"), subprotocols=protocols, open_timeout=10)  # type: ignore[arg-type]
+            connect(live.url(f"{BASE}/events", "ws"), subprotocols=protocols, open_timeout=10)
         assert refused.value.response.status_code == 403  # uvicorn's answer to a pre-accept close
     assert live.hub.clients == 0
     with live.events(token(Role.viewer)) as ws:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,6 +19,7 @@ from api.auth import Role
 from store.base import utcnow
 from store.db import transaction
 from store.models import Emergency, ErrorStream
+from store.status import PhaseCounts
 from switchyard.settings import Settings
 
 BASE = "/api/v1/enhanced-traffic-coordination"
@@ -49,7 +51,7 @@ def client(clean_store: Engine, make_settings: Callable[..., Settings]) -> Itera
         yield test_client
 
 
-def coordinate(client: TestClient, headers: dict[str, str]) -> dict:
+def coordinate(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:
     response = client.post(
         BASE + "/execute-coordination",
         json={"serviceName": "stripe", "operation": "payment_processing"},
@@ -195,7 +197,7 @@ def test_websocket_figures_come_from_the_events_hub(client: TestClient) -> None:
 def test_store_outage_leaves_the_rest_of_the_scrape(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def down(_runtime: object) -> metrics.PhaseCounts:
+    def down(_runtime: object) -> PhaseCounts:
         raise ConnectionError("store unreachable")
 
     monkeypatch.setattr(metrics, "phase_counts", down)

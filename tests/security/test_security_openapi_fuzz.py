@@ -69,7 +69,7 @@ def fuzzed_app(
 
 
 @schemathesis.check
-def nothing_internal(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def nothing_internal(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
     """No stack trace, file path or SQL in any answer."""
     text = response.text or ""
     leaked = [marker for marker in LEAKS if marker in text]
@@ -78,7 +78,7 @@ def nothing_internal(ctx: CheckContext, response: Response, case: Case) -> bool 
 
 
 @schema.parametrize()
-def test_openapi_fuzz(case: Case, fuzzed_app: Any) -> None:
+def test_openapi_fuzz(case: Case[Any], fuzzed_app: Any) -> None:
     case.call_and_validate(
         app=fuzzed_app,
         checks=[

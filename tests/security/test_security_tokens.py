@@ -147,7 +147,7 @@ def test_es256_with_a_jwks_file_picks_the_key_by_kid(tmp_path: Path) -> None:
 def test_unusable_jwt_settings_fail_at_start_up(overrides: dict[str, str], message: str) -> None:
     values = {"jwt_secret": TEST_SECRET, "encryption_keys": TEST_KEYS, **overrides}
     with pytest.raises(AuthConfigError, match=message):
-        TokenVerifier(Settings(database_url="sqlite://", **values))  # type: ignore[arg-type]
+        TokenVerifier(Settings(database_url="sqlite://", **values))
 
 
 def test_production_with_rs256_does_not_demand_an_hmac_secret(tmp_path: Path) -> None:
