@@ -8,11 +8,14 @@ from temporalio.common import WorkflowIDConflictPolicy
 from switchyard.settings import Settings
 from workflows.recovery import ErrorRecoveryWorkflow
 from workflows.recovery_types import (
+    CancelRequest,
     ErrorReport,
     RecoveryConfig,
     RecoveryInput,
     RecoverySource,
+    RecoveryStatus,
     ReportResult,
+    ResolveRequest,
 )
 
 
@@ -57,3 +60,24 @@ async def start_or_join_recovery(
     return await client.execute_update_with_start_workflow(
         ErrorRecoveryWorkflow.report_error, report, start_workflow_operation=start
     )
+
+
+async def recovery_status(client: Client, workflow_id: str) -> RecoveryStatus:
+    """The recovery's status query."""
+    return await client.get_workflow_handle(workflow_id).query(ErrorRecoveryWorkflow.status)
+
+
+async def resolve_recovery(
+    client: Client, workflow_id: str, request: ResolveRequest
+) -> RecoveryStatus:
+    """Operator: end the recovery as resolved; its final status."""
+    handle = client.get_workflow_handle(workflow_id)
+    return await handle.execute_update(ErrorRecoveryWorkflow.resolve, request)
+
+
+async def cancel_recovery(
+    client: Client, workflow_id: str, request: CancelRequest
+) -> RecoveryStatus:
+    """Operator: stop the recovery and remove its override; its final status."""
+    handle = client.get_workflow_handle(workflow_id)
+    return await handle.execute_update(ErrorRecoveryWorkflow.cancel, request)

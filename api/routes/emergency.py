@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Response
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -38,7 +35,7 @@ from api.schemas.emergency import (
 from store.base import iso_z, utcnow
 from store.emergencies import active_emergency, last_emergency
 from store.models import Emergency
-from workflows.emergency import EmergencyOverrideWorkflow
+from temporal_client import emergencies
 from workflows.emergency_types import (
     Activation,
     CancelRequest,
@@ -53,7 +50,6 @@ BASE = "/emergency-override"
 ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 422, 503, 504)}
 # How long a request waits for a worker to act on an update before answering 504.
 WORKER_WAIT_SECONDS = 30.0
-QUERY_TIMEOUT = timedelta(seconds=5)
 # Update failures raised by the workflow (ApplicationError type) -> HTTP status and code.
 UPDATE_FAILURES = {
     "EmergencyEnded": (409, "emergency_ended"),
@@ -118,18 +114,6 @@ def _last_row(runtime: ApiRuntime, service: str) -> Emergency | None:
         return last_emergency(session=session, service=service)
 
 
-async def _query(client: Client, workflow_id: str) -> EmergencyStatus | None:
-    """The running workflow's status query, or None when it is not running or does not answer."""
-    handle = client.get_workflow_handle(workflow_id, result_type=EmergencyStatus)
-    try:
-        described = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
-        if described.status != WorkflowExecutionStatus.RUNNING:
-            return None
-        return await handle.query(EmergencyOverrideWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
-    except RPCError:
-        return None
-
-
 async def _already_running(runtime: ApiRuntime, client: Client, service: str) -> ApiError:
     """409 naming the running emergency and where to extend it."""
     workflow_id = workflow_id_for(service)
@@ -139,7 +123,7 @@ async def _already_running(runtime: ApiRuntime, client: Client, service: str) ->
     if row is not None and row.workflow_id == workflow_id:
         coordination_id, deadline = row.coordination_id, row.deadline
     else:  # still activating: only the workflow knows
-        status = await _query(client, workflow_id)
+        status = await emergencies.running_status(client, workflow_id)
         if status is not None:
             coordination_id, deadline = status.coordination_id, status.deadline
     until = f" until {iso_z(deadline)}" if deadline is not None else ""
@@ -158,21 +142,6 @@ async def _already_running(runtime: ApiRuntime, client: Client, service: str) ->
     )
 
 
-async def _started_with(client: Client, workflow_id: str) -> EmergencyOverrideInput | None:
-    """The running emergency's start input, read from its history (no worker needed)."""
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        async for event in handle.fetch_history_events(page_size=1, rpc_timeout=QUERY_TIMEOUT):
-            started = event.workflow_execution_started_event_attributes
-            values = await client.data_converter.decode(
-                started.input.payloads, [EmergencyOverrideInput]
-            )
-            return values[0] if values else None
-    except RPCError:
-        return None
-    return None
-
-
 async def _replayed(
     client: Client, params: EmergencyOverrideInput, workflow_id: str
 ) -> tuple[EmergencyOverrideInput, Activation] | None:
@@ -181,7 +150,7 @@ async def _replayed(
     A retry after a timeout (a 504, a lost connection) finds the emergency its first attempt
     started: it waits for that activation instead of being told an emergency is running.
     """
-    running = await _started_with(client, workflow_id)
+    running = await emergencies.started_with(client, workflow_id)
     if running is None or running.idempotency_key != params.idempotency_key:
         return None
     if not running.same_request(params):
@@ -192,9 +161,8 @@ async def _replayed(
             "use a new key per request",
             {"workflowId": workflow_id, "coordinationId": running.coordination_id},
         )
-    handle = client.get_workflow_handle(workflow_id)
     activation = await _within_worker_wait(
-        handle.execute_update(EmergencyOverrideWorkflow.activation), workflow_id
+        emergencies.wait_for_activation(client, workflow_id), workflow_id
     )
     return running, activation
 
@@ -255,20 +223,10 @@ async def post_emergency_override(
         # Keyed by caller: two clients may pick the same key without colliding.
         idempotency_key=f"{principal.subject}/{idempotency_key}" if idempotency_key else "",
     )
-    start = WithStartWorkflowOperation(
-        EmergencyOverrideWorkflow.run,
-        params,
-        id=workflow_id,
-        task_queue=runtime.settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        static_summary=_static_summary(params),
-    )
+    start = emergencies.start_operation(params, runtime.settings, _static_summary(params))
     try:
         activation = await _within_worker_wait(
-            client.execute_update_with_start_workflow(
-                EmergencyOverrideWorkflow.activation, start_workflow_operation=start
-            ),
-            workflow_id,
+            emergencies.start_emergency(client, start), workflow_id
         )
     except ApiError:
         # Given up waiting (504): the cancelled start's outcome is not news, but asyncio logs a
@@ -305,13 +263,12 @@ async def extend_emergency(
     """Move the running emergency's deadline later (total at most 24 h)."""
     client = await get_temporal(runtime)
     workflow_id = workflow_id_for(service)
-    handle = client.get_workflow_handle(workflow_id, result_type=EmergencyStatus)
     request = ExtendRequest(
         minutes=body.minutes, reason=body.reason, requested_by=principal.subject
     )
     try:
         result = await _within_worker_wait(
-            handle.execute_update(EmergencyOverrideWorkflow.extend, request), workflow_id
+            emergencies.extend_emergency(client, service, request), workflow_id
         )
     except WorkflowUpdateFailedError as exc:
         raise _update_error(exc, service) from exc
@@ -342,11 +299,10 @@ async def cancel_emergency(
     """End the running emergency now; answers once routing is back to normal."""
     client = await get_temporal(runtime)
     workflow_id = workflow_id_for(service)
-    handle = client.get_workflow_handle(workflow_id, result_type=EmergencyStatus)
     request = CancelRequest(reason=body.reason, requested_by=principal.subject)
     try:
         status = await _within_worker_wait(
-            handle.execute_update(EmergencyOverrideWorkflow.cancel, request), workflow_id
+            emergencies.cancel_emergency(client, service, request), workflow_id
         )
     except WorkflowUpdateFailedError as exc:
         raise _update_error(exc, service) from exc
@@ -371,7 +327,7 @@ async def get_emergency(service: str, runtime: RuntimeDep, _: Reader) -> Envelop
     except ApiError:
         client = None  # Temporal down: the store still knows the last emergency
     if client is not None:
-        status = await _query(client, workflow_id_for(service))
+        status = await emergencies.running_status(client, workflow_id_for(service))
     row = await asyncio.to_thread(_last_row, runtime, service)
     if status is not None:
         view = EmergencyView.of_status(status, running=True)

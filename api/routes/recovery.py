@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Annotated
 from urllib.parse import quote
 
@@ -33,8 +34,7 @@ from api.schemas.recovery import (
     RecoveryView,
     TimelineEntry,
 )
-from temporal_client.recoveries import start_or_join_recovery
-from workflows.recovery import ErrorRecoveryWorkflow
+from temporal_client import recoveries
 from workflows.recovery_types import (
     CancelRequest,
     ErrorReport,
@@ -140,7 +140,7 @@ async def report_error(
     report = _report(body, request_key)
     for attempt in range(ENDED_RETRIES):
         try:
-            return await start_or_join_recovery(
+            return await recoveries.start_or_join_recovery(
                 client,
                 runtime.settings,
                 service=body.service_name,
@@ -232,20 +232,17 @@ async def get_recovery(
     if not workflow_id.startswith("recovery:"):
         raise ApiError(404, "not_found", f"{workflow_id!r} is not a recovery workflow id")
     try:
-        status = await client.get_workflow_handle(workflow_id).query(ErrorRecoveryWorkflow.status)
+        status = await recoveries.recovery_status(client, workflow_id)
     except RPCError as exc:
         raise _temporal_error(exc) from exc
     return Envelope(data=_view(runtime, status))
 
 
 async def _operator_update(
-    client: Client, runtime: ApiRuntime, workflow_id: str, update: str, arg: object
+    runtime: ApiRuntime, update: Awaitable[RecoveryStatus]
 ) -> RecoveryStatus:
-    handle = client.get_workflow_handle(workflow_id)
     try:
-        status: RecoveryStatus = await handle.execute_update(
-            update, arg, result_type=RecoveryStatus
-        )
+        status = await update
     except WorkflowUpdateFailedError as exc:
         raise ApiError(409, "recovery_ended", str(exc.cause or exc)) from exc
     except RPCError as exc:
@@ -267,12 +264,9 @@ async def resolve_recovery(
     client: TemporalDep,
 ) -> Envelope[RecoveryView]:
     """Operator: the provider is fixed; remove the override now and end as resolved."""
+    request = ResolveRequest(reason=body.reason, operator=principal.subject)
     status = await _operator_update(
-        client,
-        runtime,
-        workflow_id,
-        "resolve",
-        ResolveRequest(reason=body.reason, operator=principal.subject),
+        runtime, recoveries.resolve_recovery(client, workflow_id, request)
     )
     return Envelope(message="Recovery resolved", data=_view(runtime, status))
 
@@ -290,11 +284,8 @@ async def cancel_recovery(
     client: TemporalDep,
 ) -> Envelope[RecoveryView]:
     """Operator: stop the recovery and remove its override."""
+    request = CancelRequest(reason=body.reason, operator=principal.subject)
     status = await _operator_update(
-        client,
-        runtime,
-        workflow_id,
-        "cancel",
-        CancelRequest(reason=body.reason, operator=principal.subject),
+        runtime, recoveries.cancel_recovery(client, workflow_id, request)
     )
     return Envelope(message="Recovery cancelled", data=_view(runtime, status))
