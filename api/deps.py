@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -10,13 +11,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from temporalio.client import Client
 
+from api import metrics
 from api.auth import AuthError, Permission, Principal
 from api.errors import ApiError, temporal_unavailable
+from api.ratelimit import RouteClass
 from api.runtime import ApiRuntime
 
 if TYPE_CHECKING:
     from api.security import SecurityContext
 
+log = logging.getLogger("switchyard.api")
 # The bearer credentials, or None: the permission checks answer 401 themselves.
 bearer = HTTPBearer(auto_error=False)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -96,7 +100,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def enforce_rate_limit(
-    request: Request, principal: Principal, route_class: str | None = None
+    request: Request, principal: Principal, route_class: RouteClass | None = None
 ) -> None:
     """Count the request against the principal's limit; 429 with Retry-After when spent."""
     limiter = get_security(request).limiter
@@ -105,10 +109,19 @@ async def enforce_rate_limit(
         return
     request.state.rate_limit_headers = state.headers()
     if state.exceeded:
+        metrics.rate_limited(state.route_class)
+        if limiter.should_log_refusal(principal.subject, state.route_class):
+            log.warning(
+                "rate limit of %s for %s requests spent by %s; refusing with 429 "
+                "(logged once a minute per principal)",
+                limiter.describe(state.route_class),
+                state.route_class.value,
+                principal.subject,
+            )
         raise ApiError(
             429,
             "rate_limited",
-            f"rate limit of {limiter.describe(state.route_class)} for {state.route_class} "
+            f"rate limit of {limiter.describe(state.route_class)} for {state.route_class.value} "
             f"requests exceeded; retry in {state.retry_after()} s",
             {"routeClass": state.route_class, "limit": state.limit},
             headers=state.headers(),
@@ -121,12 +134,12 @@ _REQUIRED: dict[Check, Permission] = {}
 
 
 def require(
-    permission: Permission, route_class: str | None = None
+    permission: Permission, route_class: RouteClass | None = None
 ) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets only principals holding `permission` through (else 403).
 
-    Requests count against the principal's rate limit of `route_class` (by default read or
-    write, from the method).
+    Requests count against the principal's rate limit of `route_class` (by default read for
+    GET, control for other methods).
     """
 
     async def check(request: Request, credentials: BearerDep) -> Principal:
@@ -165,6 +178,7 @@ def required_permission(call: Callable[..., Any]) -> Permission | None:
 
 Reader = Annotated[Principal, Depends(require(Permission.read))]
 Operator = Annotated[Principal, Depends(require(Permission.operate))]
-Reporter = Annotated[Principal, Depends(require(Permission.operate, "ingest"))]
+Decider = Annotated[Principal, Depends(require(Permission.operate, RouteClass.decide))]
+Reporter = Annotated[Principal, Depends(require(Permission.operate, RouteClass.ingest))]
 Commander = Annotated[Principal, Depends(require(Permission.command))]
 Admin = Annotated[Principal, Depends(require(Permission.administer))]

@@ -110,6 +110,12 @@ HTTP_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    "switchyard_rate_limited",
+    "Requests refused with 429 because their principal spent its limit, by route class.",
+    ["route_class"],
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge(
     "switchyard_http_requests_in_flight",
     "HTTP requests being served now (drains to 0 during a graceful shutdown).",
@@ -132,6 +138,11 @@ def decision_batch(path: str, size: int, seconds: float) -> None:
     """Count one recorded batch: `two_round_trips` or `step_by_step`, its size and time."""
     DECISION_BATCH_SECONDS.labels(path).observe(seconds)
     DECISION_BATCH_SIZE.observe(size)
+
+
+def rate_limited(route_class: str) -> None:
+    """Count one request refused by its principal's rate limit."""
+    RATE_LIMITED.labels(route_class).inc()
 
 
 def outcomes_ingested(accepted: int, failed: int) -> None:

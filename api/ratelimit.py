@@ -1,6 +1,9 @@
-"""Per-principal rate limits by route class (read: GET/HEAD, write: the rest), via `limits`.
+"""Per-principal rate limits by route class, via `limits`.
 
-Counters live in memory (per process) or in Redis (shared by every API replica) as
+Four classes, each sized for what its requests cost and what they are for (docs/SECURITY.md):
+`decide` (execute-coordination, the hot path), `ingest` (POST outcomes), `read` (GET) and
+`control` (every other write: errors, emergencies, breakers, recoveries). Counters live in
+memory (per process) or in Redis (shared by every API replica) as
 `SWITCHYARD_RATE_LIMIT_STORAGE` says. When the storage cannot be reached the request is let
 through and a warning logged: Redis being down must not take the API down with it.
 """
@@ -12,6 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, storage_from_string
@@ -23,6 +27,17 @@ log = logging.getLogger("switchyard.api")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _STORAGE_TIMEOUT_SECONDS = 0.5
 _WARN_EVERY_SECONDS = 30.0
+# A principal over its limit is logged at most this often (its 429s are counted in /metrics).
+REFUSAL_LOG_SECONDS = 60.0
+
+
+class RouteClass(StrEnum):
+    """What a request is for, which sets its limit."""
+
+    decide = "decide"
+    ingest = "ingest"
+    read = "read"
+    control = "control"
 
 
 class SweepingMemoryStorage(MemoryStorage):
@@ -51,7 +66,7 @@ class SweepingMemoryStorage(MemoryStorage):
 class RateLimitState:
     """Where a principal stands in its current window."""
 
-    route_class: str
+    route_class: RouteClass
     limit: int
     remaining: int
     reset_at: float  # epoch seconds
@@ -78,11 +93,11 @@ class RateLimiter:
 
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limit_enabled
-        self.items: dict[str, RateLimitItem] = {
-            "read": parse(settings.rate_limit_read),
-            "write": parse(settings.rate_limit_write),
-            # Outcome reports stream in all day from every caller: their own, larger budget.
-            "ingest": parse(settings.rate_limit_ingest),
+        self.items: dict[RouteClass, RateLimitItem] = {
+            RouteClass.decide: parse(settings.rate_limit_decide),
+            RouteClass.ingest: parse(settings.rate_limit_ingest),
+            RouteClass.read: parse(settings.rate_limit_read),
+            RouteClass.control: parse(settings.rate_limit_control),
         }
         strategy = STRATEGIES.get(settings.rate_limit_strategy)
         if strategy is None:
@@ -106,14 +121,15 @@ class RateLimiter:
         self.blocking = not uri.startswith("memory://")  # a network storage
         self.strategy = strategy(self.storage)
         self._warned_at = 0.0
+        self._refusals_logged: dict[tuple[str, RouteClass], float] = {}
 
     @staticmethod
-    def route_class(method: str) -> str:
-        """read for GET/HEAD, write for everything else."""
-        return "read" if method.upper() in READ_METHODS else "write"
+    def route_class(method: str) -> RouteClass:
+        """read for GET/HEAD, control for any other request not given a class."""
+        return RouteClass.read if method.upper() in READ_METHODS else RouteClass.control
 
     def hit(
-        self, subject: str, method: str, route_class: str | None = None
+        self, subject: str, method: str, route_class: RouteClass | None = None
     ) -> RateLimitState | None:
         """Count one request in its class (by method unless given); None when not limiting."""
         if not self.enabled:
@@ -135,17 +151,30 @@ class RateLimiter:
         )
 
     async def hit_async(
-        self, subject: str, method: str, route_class: str | None = None
+        self, subject: str, method: str, route_class: RouteClass | None = None
     ) -> RateLimitState | None:
         """`hit` from the event loop: a network storage (Redis) is called off the loop."""
         if self.blocking:
             return await asyncio.to_thread(self.hit, subject, method, route_class)
         return self.hit(subject, method, route_class)
 
-    def describe(self, route_class: str) -> str:
-        """The configured limit in words, e.g. '600 per 1 minute'."""
+    def describe(self, route_class: RouteClass) -> str:
+        """The configured limit in words, e.g. '120 per 1 minute'."""
         item = self.items[route_class]
         return f"{item.amount} per {item.multiples} {item.GRANULARITY.name}"
+
+    def should_log_refusal(self, subject: str, route_class: RouteClass) -> bool:
+        """True at most once per principal and class per REFUSAL_LOG_SECONDS."""
+        now = time.monotonic()
+        key = (subject, route_class)
+        if now - self._refusals_logged.get(key, -REFUSAL_LOG_SECONDS) < REFUSAL_LOG_SECONDS:
+            return False
+        if len(self._refusals_logged) > 10_000:  # many principals: forget the quiet ones
+            self._refusals_logged = {
+                k: at for k, at in self._refusals_logged.items() if now - at < REFUSAL_LOG_SECONDS
+            }
+        self._refusals_logged[key] = now
+        return True
 
     def _warn(self, exc: Exception) -> None:
         now = time.monotonic()

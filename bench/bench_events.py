@@ -406,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         "SWITCHYARD_TEMPORAL_ADDRESS": "127.0.0.1:1",
         # Every client connects as one principal: keep the limiter out of the way.
         "SWITCHYARD_RATE_LIMIT_READ": "10000000/minute",
-        "SWITCHYARD_RATE_LIMIT_WRITE": "10000000/minute",
+        "SWITCHYARD_RATE_LIMIT_DECIDE": "10000000/minute",
+        "SWITCHYARD_RATE_LIMIT_CONTROL": "10000000/minute",
     }
     engine = make_engine(database_url, pool_size=2)
     sessions = make_session_factory(engine)

@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         "SWITCHYARD_TEMPORAL_ADDRESS": "127.0.0.1:1",
         # One principal sends everything: keep the per-principal limiter on (its cost is part
         # of the hot path) but far above the offered load, so no request is refused by it.
-        "SWITCHYARD_RATE_LIMIT_WRITE": "10000000/minute",
+        "SWITCHYARD_RATE_LIMIT_DECIDE": "10000000/minute",
+        "SWITCHYARD_RATE_LIMIT_CONTROL": "10000000/minute",
         "SWITCHYARD_RATE_LIMIT_READ": "10000000/minute",
     }
     log_path = args.server_log or home / "api.log"

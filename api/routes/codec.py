@@ -21,6 +21,7 @@ from temporalio.api.common.v1 import Payload
 from api.auth import Permission, Principal, Role
 from api.deps import BearerDep, Operator, get_security, require, requires
 from api.errors import ApiError, field_error
+from api.ratelimit import RouteClass
 from api.schemas.common import ErrorEnvelope
 from api.security import ui_origins
 from store.crypto import DecryptionError
@@ -30,7 +31,8 @@ from temporal_client.codec import EncryptionCodec
 router = APIRouter(prefix="/codec", tags=["codec"])
 MAX_PAYLOADS = 1000
 ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 422)}
-_read = require(Permission.read)
+# Decoding is a read, whatever its method: the Temporal UI decodes every page it shows.
+_read = require(Permission.read, RouteClass.read)
 
 
 class CodecPayload(BaseModel):

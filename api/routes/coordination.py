@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from api import metrics
 from api.coordinator import ANSWER_MESSAGE, execute_coordination
-from api.deps import Operator, bearer
+from api.deps import Decider, bearer
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
 from api.schemas.coordination import CoordinationRequest, CoordinationResult
@@ -26,12 +26,12 @@ class DirectRoute(APIRoute):
     over the route's dependencies and parameters) cost a sixth of a decision's CPU. The route
     is still declared as usual, so OpenAPI, the security scheme and the permission matrix
     read it as before; only the request handler is this one: the declared permission check
-    (the very function `Operator` names), then the body validated from its JSON bytes by the
+    (the very function `Decider` names), then the body validated from its JSON bytes by the
     declared model, errors located under `body` as FastAPI would.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        check = _declared_check(Operator)
+        check = _declared_check(Decider)
 
         async def handle(request: Request) -> Response:
             await check(request, await bearer(request))
@@ -68,7 +68,7 @@ router = APIRouter(tags=["coordination"], route_class=DirectRoute)
     },
 )
 async def post_execute_coordination(
-    body: CoordinationRequest, _: Operator, request: Request
+    body: CoordinationRequest, _: Decider, request: Request
 ) -> Response:
     """Pick a provider node for one request, record the decision and its spend, explain it."""
     return await _answer(request, body)
