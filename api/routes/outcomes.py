@@ -1,20 +1,25 @@
 """POST outcomes: clients report how their calls went; health and breakers follow at once.
 
-The batch, the node health it implies, breaker transitions and their events commit in one
-transaction before the 202 answer. Recoveries for degraded nodes are started by the worker's
-HealthSweep, never here: ingestion does not wait on Temporal.
+The batch, the node health it implies, breaker transitions and their events, and the batch's
+audit entry (its size, what it recorded and the SHA-256 of its body) commit in one transaction
+before the 202 answer. Recoveries for degraded nodes are started by the worker's HealthSweep,
+never here: ingestion does not wait on Temporal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+import orjson
+from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy.orm import Session
+from starlette.types import Scope
 
 from api import metrics
+from api.audit import answer_record, mark_audited
 from api.deps import Reporter, RuntimeDep
 from api.errors import ApiError
 from api.runtime import ApiRuntime
@@ -25,6 +30,8 @@ from api.schemas.outcomes import (
     OutcomeBatchResult,
     OutcomeNode,
 )
+from store.audit import AuditRecord
+from store.audit import append as append_audit
 from store.base import utcnow
 from store.db import transaction
 from store.health import monitoring_config
@@ -119,27 +126,53 @@ def _fingerprint(body: OutcomeBatch) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
+def _audit_record(scope: Scope, result: OutcomeBatchResult, digest: str) -> AuditRecord:
+    """The batch's audit entry: how many outcomes it recorded and its body's SHA-256."""
+    summary = {"accepted": result.accepted, "failed": result.failed, "sha256": digest}
+    return answer_record(scope, 202, summary)
+
+
+def _envelope(data: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    # Built from OutcomeBatchResult already: encoded once, not validated again on the way out.
+    body = {"success": True, "message": "Outcomes recorded", "data": data}
+    return Response(orjson.dumps(body), 202, headers, media_type="application/json")
+
+
 @router.post(
     "/outcomes",
     status_code=202,
     response_model=Envelope[OutcomeBatchResult],
     responses=ERRORS,  # type: ignore[arg-type]
 )
-def post_outcomes(
+async def post_outcomes(
     body: OutcomeBatch,
+    request: Request,
     runtime: RuntimeDep,
     principal: Reporter,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
-) -> Envelope[OutcomeBatchResult]:
+) -> Response:
     """Record a batch of call outcomes durably; node health and breakers move with it."""
     now = utcnow()
     reports = _reports(runtime, body, now)
+    digest = hashlib.sha256(await request.body()).hexdigest()
+    scope = request.scope
     config = monitoring_config(runtime.settings)
+
+    def record(session: Session) -> dict[str, Any]:
+        """The batch and its audit entry, in the caller's transaction; the answer's data."""
+        result = _result(record_outcomes(session, reports, now, config))
+        append_audit(session, [_audit_record(scope, result, digest)])
+        return result.model_dump(mode="json", by_alias=True)
+
     if idempotency_key is None:
-        with transaction(runtime.sessions) as session:
-            result = _result(record_outcomes(session, reports, now, config))
-        return Envelope(message="Outcomes recorded", data=result)
+
+        def once() -> dict[str, Any]:
+            with transaction(runtime.sessions) as session:
+                return record(session)
+
+        data = await asyncio.to_thread(once)
+        mark_audited(scope)
+        return _envelope(data)
 
     fingerprint = _fingerprint(body)
     applied = False
@@ -147,20 +180,29 @@ def post_outcomes(
     def effect(session: Session) -> dict[str, Any]:
         nonlocal applied
         applied = True
-        result = _result(record_outcomes(session, reports, now, config))
-        return {"fingerprint": fingerprint, "result": result.model_dump(mode="json")}
+        return {"fingerprint": fingerprint, "data": record(session)}
 
     # Keyed by caller: two clients may pick the same key without colliding.
-    stored = apply_once(runtime.sessions, f"outcomes/{principal.subject}/{idempotency_key}", effect)
+    key = f"outcomes/{principal.subject}/{idempotency_key}"
+    stored = await asyncio.to_thread(apply_once, runtime.sessions, key, effect)
     if stored.get("fingerprint") != fingerprint:
         raise ApiError(
             409,
             "idempotency_key_reused",
             "this Idempotency-Key was used for a different batch; use a new key per batch",
         )
-    if not applied:
-        response.headers["Idempotent-Replayed"] = "true"
-    return Envelope(
-        message="Outcomes recorded",
-        data=OutcomeBatchResult.model_validate(stored["result"]),
+    if applied:
+        mark_audited(scope)
+        return _envelope(stored["data"])
+    # A replay: its answer is the first one's; the middleware audits the replay itself.
+    return _envelope(_stored_data(stored), {"Idempotent-Replayed": "true"})
+
+
+def _stored_data(stored: dict[str, Any]) -> dict[str, Any]:
+    """The first answer's data; ledger rows from before this version kept it under `result`."""
+    if "data" in stored:
+        data: dict[str, Any] = stored["data"]
+        return data
+    return OutcomeBatchResult.model_validate(stored["result"]).model_dump(
+        mode="json", by_alias=True
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,13 +28,14 @@ from store.audit import (
     hashed_fields,
     verify_chain,
 )
-from store.models import AuditEntry, BudgetSpend, Coordination
+from store.models import AuditEntry, BudgetSpend, Coordination, Outcome
 from switchyard import settings as settings_module
 from switchyard.cli import app as cli
 
 Auth = Callable[..., dict[str, str]]
 COORDINATE = f"{BASE}/execute-coordination"
 OUTCOMES = f"{BASE}/outcomes"
+BREAKER = f"{BASE}/providers/stripe_backup_eu_west/breaker"
 REQUEST = {"serviceName": "stripe", "operation": "payment_processing"}
 
 
@@ -237,9 +240,10 @@ def test_an_unwritable_audit_log_answers_503_not_unaudited(
         raise RuntimeError("audit database gone")
 
     monkeypatch.setattr("api.audit.append_entries", refuse)
-    headers = {**auth(Role.operator), "X-Request-ID": "lost-1"}
-    report = {"nodeId": "stripe_primary_us_east", "success": True, "latencyMs": 120.0}
-    response = api_client.post(OUTCOMES, json={"outcomes": [report]}, headers=headers)
+    # A breaker command: a write whose entry the middleware appends after the route answered.
+    headers = {**auth(Role.incident_commander), "X-Request-ID": "lost-1"}
+    command = {"state": "OPEN", "reason": "maintenance"}
+    response = api_client.post(BREAKER, json=command, headers=headers)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "audit_unavailable"
     assert "lost-1" in response.json()["error"]["message"]
@@ -270,6 +274,49 @@ def test_a_decision_whose_entry_cannot_be_written_is_not_recorded(
         # The refusal itself is audited, by the middleware, like any other answer.
         entry = session.scalars(select(AuditEntry)).one()
     assert (entry.outcome, entry.detail.get("error")) == ("503", "database_unavailable")
+
+
+def test_an_outcome_batch_whose_entry_cannot_be_written_is_not_recorded(
+    api_client: TestClient,
+    auth: Auth,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A batch's entry goes in the batch's own transaction: no entry, no outcomes.
+    def refuse(*_: object) -> None:
+        raise OperationalError("INSERT INTO audit_log", {}, Exception("audit database gone"))
+
+    monkeypatch.setattr("api.routes.outcomes.append_audit", refuse)
+    report = {"nodeId": "stripe_primary_us_east", "success": True, "latencyMs": 120.0}
+    response = api_client.post(OUTCOMES, json={"outcomes": [report]}, headers=auth(Role.operator))
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "database_unavailable"
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Outcome)) == 0
+        entry = session.scalars(select(AuditEntry)).one()  # the refusal, by the middleware
+    assert (entry.outcome, entry.detail.get("error")) == ("503", "database_unavailable")
+
+
+def test_an_outcome_batch_is_audited_once_with_its_size_and_digest(
+    api_client: TestClient, auth: Auth, sessions: sessionmaker[Session]
+) -> None:
+    reports = [
+        {"nodeId": "stripe_primary_us_east", "success": n % 10 != 0, "latencyMs": 100.0 + n}
+        for n in range(40)
+    ]
+    body = json.dumps({"outcomes": reports}).encode()
+    headers = {**auth(Role.operator), "Content-Type": "application/json"}
+    response = api_client.post(OUTCOMES, content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    with sessions() as session:
+        entry = session.scalars(select(AuditEntry)).one()
+        report = verify_chain(session)
+    assert report.ok
+    assert (entry.action, entry.resource) == ("POST /outcomes", OUTCOMES)
+    assert entry.outcome == "202"
+    assert entry.detail["accepted"] == 40 and entry.detail["failed"] == 4
+    # Tamper-evident: the entry names exactly the bytes the caller sent.
+    assert entry.detail["sha256"] == hashlib.sha256(body).hexdigest()
 
 
 def test_a_database_outage_answer_is_not_replaced_by_audit_unavailable(
