@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
 from api import metrics
 from api.audit import answer_record, mark_audited
-from api.deps import Reporter, RuntimeDep
-from api.errors import ApiError
+from api.deps import Reporter
+from api.direct_route import DirectRoute
+from api.errors import ApiError, field_error
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
 from api.schemas.outcomes import (
@@ -38,12 +39,13 @@ from store.health import monitoring_config
 from store.ledger import apply_once
 from store.outcomes import IngestResult, OutcomeReport, record_outcomes
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["monitoring"], route_class=DirectRoute)
 ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 409, 422)}
 # Clocks disagree a little; an outcome from further in the future is a client bug.
 MAX_CLOCK_SKEW = timedelta(seconds=60)
 # An error body names at most this many bad items (the first ones).
 MAX_ERROR_DETAILS = 50
+MAX_KEY_LENGTH = 200
 
 
 def _reports(runtime: ApiRuntime, body: OutcomeBatch, now: datetime) -> list[OutcomeReport]:
@@ -89,9 +91,103 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def _result(ingested: IngestResult) -> OutcomeBatchResult:
+def _idempotency_key(request: Request) -> str | None:
+    """The caller's Idempotency-Key, or None; 422 naming the header when it is unusable."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise field_error(
+            "header.idempotency-key", f"must be 1 to {MAX_KEY_LENGTH} characters long"
+        )
+    return key
+
+
+def _fingerprint(body: OutcomeBatch) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+def _audit_record(scope: Scope, reports: list[OutcomeReport], digest: str) -> AuditRecord:
+    """The batch's audit entry: how many outcomes it records and its body's SHA-256."""
+    failed = sum(1 for r in reports if not r.success)
+    summary = {"accepted": len(reports), "failed": failed, "sha256": digest}
+    return answer_record(scope, 202, summary)
+
+
+def _envelope(data: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    # Built from OutcomeBatchResult already: encoded once, not validated again on the way out.
+    body = {"success": True, "message": "Outcomes recorded", "data": data}
+    return Response(orjson.dumps(body), 202, headers, media_type="application/json")
+
+
+# Documented here because the direct route reads it from the request itself.
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes a retried batch a no-op: the first answer is given again.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+}
+
+
+@router.post(
+    "/outcomes",
+    status_code=202,
+    response_model=Envelope[OutcomeBatchResult],
+    responses=ERRORS,  # type: ignore[arg-type]
+    openapi_extra={"parameters": [IDEMPOTENCY_HEADER]},
+)
+async def post_outcomes(body: OutcomeBatch, principal: Reporter, request: Request) -> Response:
+    """Record a batch of call outcomes durably; node health and breakers move with it."""
+    runtime: ApiRuntime = request.app.state.runtime  # not a dependency: a volume path
+    idempotency_key = _idempotency_key(request)
+    now = utcnow()
+    reports = _reports(runtime, body, now)
+    audit = _audit_record(request.scope, reports, hashlib.sha256(await request.body()).hexdigest())
+    config = monitoring_config(runtime.settings)
+
+    def record(session: Session) -> dict[str, Any]:
+        """The batch and its audit entry, in one transaction; the answer's data."""
+        data = _result(record_outcomes(session, reports, now, config))
+        append_audit(session, [audit])
+        return data
+
+    if idempotency_key is None:
+
+        def once() -> dict[str, Any]:
+            with transaction(runtime.sessions) as session:
+                return record(session)
+
+        data = await asyncio.to_thread(once)
+        mark_audited(request.scope)
+        return _envelope(data)
+
+    fingerprint = _fingerprint(body)
+    applied = False
+
+    def effect(session: Session) -> dict[str, Any]:
+        nonlocal applied
+        applied = True
+        return {"fingerprint": fingerprint, "data": record(session)}
+
+    # Keyed by caller: two clients may pick the same key without colliding.
+    key = f"outcomes/{principal.subject}/{idempotency_key}"
+    stored = await asyncio.to_thread(apply_once, runtime.sessions, key, effect)
+    if stored.get("fingerprint") != fingerprint:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different batch; use a new key per batch",
+        )
+    if applied:
+        mark_audited(request.scope)  # its entry went in with the batch
+        return _envelope(stored["data"])
+    # A replay: the first answer; the middleware audits the replay itself.
+    return _envelope(_first_answer(stored), {"Idempotent-Replayed": "true"})
+
+
+def _result(ingested: IngestResult) -> dict[str, Any]:
+    """A recorded batch's answer data, in wire form."""
     metrics.outcomes_ingested(ingested.accepted, ingested.failed)
-    return OutcomeBatchResult(
+    result = OutcomeBatchResult(
         accepted=ingested.accepted,
         failed=ingested.failed,
         nodes=[
@@ -120,89 +216,13 @@ def _result(ingested: IngestResult) -> OutcomeBatchResult:
             for t in ingested.transitions
         ],
     )
+    return result.model_dump(mode="json", by_alias=True)
 
 
-def _fingerprint(body: OutcomeBatch) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
-def _audit_record(scope: Scope, result: OutcomeBatchResult, digest: str) -> AuditRecord:
-    """The batch's audit entry: how many outcomes it recorded and its body's SHA-256."""
-    summary = {"accepted": result.accepted, "failed": result.failed, "sha256": digest}
-    return answer_record(scope, 202, summary)
-
-
-def _envelope(data: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    # Built from OutcomeBatchResult already: encoded once, not validated again on the way out.
-    body = {"success": True, "message": "Outcomes recorded", "data": data}
-    return Response(orjson.dumps(body), 202, headers, media_type="application/json")
-
-
-@router.post(
-    "/outcomes",
-    status_code=202,
-    response_model=Envelope[OutcomeBatchResult],
-    responses=ERRORS,  # type: ignore[arg-type]
-)
-async def post_outcomes(
-    body: OutcomeBatch,
-    request: Request,
-    runtime: RuntimeDep,
-    principal: Reporter,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
-) -> Response:
-    """Record a batch of call outcomes durably; node health and breakers move with it."""
-    now = utcnow()
-    reports = _reports(runtime, body, now)
-    digest = hashlib.sha256(await request.body()).hexdigest()
-    scope = request.scope
-    config = monitoring_config(runtime.settings)
-
-    def record(session: Session) -> dict[str, Any]:
-        """The batch and its audit entry, in the caller's transaction; the answer's data."""
-        result = _result(record_outcomes(session, reports, now, config))
-        append_audit(session, [_audit_record(scope, result, digest)])
-        return result.model_dump(mode="json", by_alias=True)
-
-    if idempotency_key is None:
-
-        def once() -> dict[str, Any]:
-            with transaction(runtime.sessions) as session:
-                return record(session)
-
-        data = await asyncio.to_thread(once)
-        mark_audited(scope)
-        return _envelope(data)
-
-    fingerprint = _fingerprint(body)
-    applied = False
-
-    def effect(session: Session) -> dict[str, Any]:
-        nonlocal applied
-        applied = True
-        return {"fingerprint": fingerprint, "data": record(session)}
-
-    # Keyed by caller: two clients may pick the same key without colliding.
-    key = f"outcomes/{principal.subject}/{idempotency_key}"
-    stored = await asyncio.to_thread(apply_once, runtime.sessions, key, effect)
-    if stored.get("fingerprint") != fingerprint:
-        raise ApiError(
-            409,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used for a different batch; use a new key per batch",
-        )
-    if applied:
-        mark_audited(scope)
-        return _envelope(stored["data"])
-    # A replay: its answer is the first one's; the middleware audits the replay itself.
-    return _envelope(_stored_data(stored), {"Idempotent-Replayed": "true"})
-
-
-def _stored_data(stored: dict[str, Any]) -> dict[str, Any]:
-    """The first answer's data; ledger rows from before this version kept it under `result`."""
+def _first_answer(stored: dict[str, Any]) -> dict[str, Any]:
+    """The first answer's data; ledger rows from before this version kept it as `result`."""
     if "data" in stored:
         data: dict[str, Any] = stored["data"]
         return data
-    return OutcomeBatchResult.model_validate(stored["result"]).model_dump(
-        mode="json", by_alias=True
-    )
+    result = OutcomeBatchResult.model_validate(stored["result"])
+    return result.model_dump(mode="json", by_alias=True)
