@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install clean bench fuzz test-faults browser
+.PHONY: run test lint typecheck pytest install clean bench fuzz explore test-faults browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ bench: install
 FUZZ_EXAMPLES ?= 300
 fuzz: install
 	SWITCHYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/security/test_security_openapi_fuzz.py
+
+# The property tests (hypothesis) with new examples drawn from a random seed, printed first so
+# a failure can be replayed: `make explore SEED=...`. `make test` runs fixed examples.
+explore: install
+	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "hypothesis seed $$seed (replay: make explore SEED=$$seed)"; \
+	SWITCHYARD_HYPOTHESIS_PROFILE=explore $(BIN)/pytest -q --hypothesis-seed=$$seed \
+		tests/routing tests/sim
 
 # Every fault-injection test (docs/RELIABILITY.md); the database outages need
 # SWITCHYARD_DATABASE_URL (PostgreSQL). Figures land in test-output/faults/.

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from routing.budget import server_remaining, tighter
-from routing.eligibility import UnknownService, filter_nodes, override_for, service_nodes
+from routing.eligibility import UnknownService, constrain_request, filter_nodes, override_for
 from routing.outcome import business_outcome, confidence_score
 from routing.selection import pick_strategy
-from routing.strategies import Figures, best_index, effective_health
+from routing.strategies import Figures, choose_index, effective_health
 from routing.types import (
     Exclusion,
     ExclusionReason,
@@ -48,9 +48,16 @@ def decide(
     A rate-limited node's admitted share (routing/admission.py) yields the same way: when the
     nodes outside it are all excluded, the request goes to the limited node rather than
     nowhere (a call its limit may take, against a certain 503).
+
+    Hard constraints (the node's operations, the catalog's defaults for the operation, the
+    request's own: routing/rules.py) are applied first and never lifted; when they leave no
+    node, NoEligibleNode names the one that emptied the set.
     """
     service = request.service
-    nodes = service_nodes(snapshot, service)
+    constrained = constrain_request(request, snapshot)
+    nodes = constrained.nodes
+    if not nodes:
+        raise NoEligibleNode(service, constrained.exclusions, constrained.emptied_by)
     health = snapshot.health
     emergency = snapshot.emergencies.get(service)
     emergency_active = emergency is not None and emergency.active_at(now)
@@ -87,7 +94,7 @@ def decide(
         if not eligible:
             exclusions = shared
     if not eligible:
-        raise NoEligibleNode(service, tuple(exclusions))
+        raise NoEligibleNode(service, constrained.exclusions + tuple(exclusions))
 
     strategy, strategy_reason = pick_strategy(
         request,
@@ -96,7 +103,7 @@ def decide(
         emergency_active,
         override.strategy if override is not None else None,
     )
-    node = eligible[best_index(strategy, eligible, figures, emergency_active)]
+    node = eligible[choose_index(strategy, eligible, figures, emergency_active, request)]
     live = effective_health(node, health)
     return RoutingDecision(
         node=node,
@@ -114,7 +121,7 @@ def decide(
         confidence_score=confidence_score(live.health_score, live.failure_probability),
         emergency_applied=emergency_active,
         recovery_override_applied=override is not None,
-        exclusions=tuple(exclusions),
+        exclusions=constrained.exclusions + tuple(exclusions),
         effective_budget_remaining=remaining,
         failure_probability=live.failure_probability,
     )

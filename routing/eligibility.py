@@ -8,8 +8,10 @@ from datetime import datetime
 
 from routing.breaker import BreakerReason
 from routing.budget import server_remaining, tighter
+from routing.rules import Constrained, constrain
 from routing.strategies import Figures
 from routing.types import (
+    NO_CONSTRAINTS,
     BreakerState,
     Exclusion,
     ExclusionReason,
@@ -62,6 +64,25 @@ def admission_bucket(node_id: str, request_id: str) -> float:
     Per node, so that two rate-limited nodes of a service do not turn away the same requests.
     """
     return _bucket(node_id, request_id)
+
+
+def constrain_request(request: RoutingRequest, snapshot: RoutingSnapshot) -> Constrained:
+    """The service's nodes that the request's hard constraints allow (routing/rules.py).
+
+    UnknownService when the service is not in the catalog. An empty operation is the service
+    as a whole (a recovery's plan): no operation or catalog default applies to it.
+    """
+    nodes = service_nodes(snapshot, request.service)
+    operation = request.operation
+    rules = snapshot.rules.get(request.service)
+    defaults = rules.for_operation(operation) if rules is not None and operation else None
+    return constrain(
+        nodes,
+        operation,
+        defaults or NO_CONSTRAINTS,
+        request.constraints,
+        service=request.service,
+    )
 
 
 def override_for(request: RoutingRequest, snapshot: RoutingSnapshot) -> RoutingOverride | None:
@@ -210,7 +231,8 @@ def eligible_nodes(
     plans its own route. Rate-limited nodes' admitted shares do not apply.
     """
     service = request.service
-    nodes = service_nodes(snapshot, service)
+    constrained = constrain_request(request, snapshot)
+    nodes = constrained.nodes
     emergency = snapshot.emergencies.get(service)
     active = emergency is not None and emergency.active_at(now)
     override = override_for(request, snapshot) if apply_override else None
@@ -221,4 +243,4 @@ def eligible_nodes(
     eligible, _, exclusions = filter_nodes(
         request, nodes, snapshot.health, override, active, remaining, shares_apply=False
     )
-    return tuple(eligible), tuple(exclusions), override is not None
+    return tuple(eligible), constrained.exclusions + tuple(exclusions), override is not None

@@ -147,7 +147,8 @@ def plan_recovery(
     retry = choice.action is RecoveryAction.retry_with_backoff
     # A retry keeps the route and retries the same providers, so nothing is excluded.
     excluded = frozenset() if retry else failed_providers
-    request = RoutingRequest(service=service, operation="recovery", failed_providers=excluded)
+    # The empty operation: the route is the service's as a whole, for every operation.
+    request = RoutingRequest(service=service, operation="", failed_providers=excluded)
     # The service's current override is ignored: this recovery plans the route it will own.
     eligible, exclusions, _ = eligible_nodes(request, snapshot, now, apply_override=False)
     if not eligible:
@@ -200,7 +201,7 @@ def strands_service(
     excluded = failed_providers | (held.excluded_nodes if held is not None else frozenset())
     guard = RoutingOverride(service, "strand-guard", excluded)
     probe = replace(snapshot, overrides={**snapshot.overrides, service: guard})
-    request = RoutingRequest(service=service, operation="recovery")
+    request = RoutingRequest(service=service, operation="")
     eligible, _, _ = eligible_nodes(request, probe, now)
     return not eligible
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from routing.types import NodeHealth, ProviderNode, RoutingSnapshot, Strategy
+from routing.rules import WEIGHT_TOLERANCE, weighted_pick
+from routing.types import NodeHealth, ProviderNode, RoutingRequest, RoutingSnapshot, Strategy
 
 # (health score, success rate, latency, failure probability) as the strategies see a node.
 Figures = tuple[float, float, float, float]
@@ -141,6 +142,44 @@ def best_index(
         return max(range(len(scores)), key=scores.__getitem__)
     keys = STRATEGY_KEYS[strategy](nodes, figures, emergency_active)
     return int(min(keys)[-1])
+
+
+def choose_index(
+    strategy: Strategy,
+    nodes: Sequence[ProviderNode],
+    figures: Sequence[Figures],
+    emergency_active: bool,
+    request: RoutingRequest,
+) -> int:
+    """`best_index`, or with unequal node weights a weighted pick among the nodes the
+    strategy rates within WEIGHT_TOLERANCE of the best (routing/rules.py)."""
+    best = best_index(strategy, nodes, figures, emergency_active)
+    first = nodes[0].weight
+    if all(node.weight == first for node in nodes):
+        return best
+    value = _primary_figures(strategy, nodes, figures, emergency_active)
+    bar = value[best] - WEIGHT_TOLERANCE * abs(value[best])
+    candidates = [i for i, v in enumerate(value) if v >= bar]
+    weights = [node.weight for node in nodes]
+    return weighted_pick(candidates, weights, request.service, request.request_id)
+
+
+def _primary_figures(
+    strategy: Strategy,
+    nodes: Sequence[ProviderNode],
+    figures: Sequence[Figures],
+    emergency_active: bool,
+) -> list[float]:
+    """What each strategy ranks by first, higher is better (for weights' tolerance)."""
+    if strategy == Strategy.HYBRID_OPTIMIZATION:
+        return hybrid_scores(nodes, figures, emergency_active)
+    if strategy == Strategy.COST_OPTIMIZED:
+        return [-n.cost_per_request for n in nodes]
+    if strategy == Strategy.LATENCY_OPTIMIZED:
+        return [-f[2] for f in figures]
+    if strategy == Strategy.AVAILABILITY_FOCUSED:
+        return [f[1] * (1.0 - f[3]) for f in figures]
+    return [f[0] for f in figures]
 
 
 def select(

@@ -69,6 +69,12 @@ class ExclusionReason(StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"
     UNHEALTHY_FOR_RETRY = "unhealthy_for_retry"
     RATE_LIMIT_SHARE = "rate_limit_share"
+    # Hard constraints (routing/rules.py): never lifted, not even by a hold that yields.
+    OPERATION_NOT_SERVED = "operation_not_served"
+    NODE_EXCLUDED = "node_excluded"
+    REGION_NOT_ALLOWED = "region_not_allowed"
+    REGION_EXCLUDED = "region_excluded"
+    TAG_MISSING = "tag_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,9 @@ class ProviderNode:
     enabled: bool = True
     latency_slo_ms: float = 2000.0
     error_rate_slo: float = 5.0  # percent
+    tags: frozenset[str] = frozenset()  # e.g. pci, eu, voice: what requests may require
+    operations: frozenset[str] | None = None  # the operations it serves; None: all
+    weight: float = 1.0  # share of volume among equally good choices (routing/rules.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +163,38 @@ class BudgetState:
 
 
 @dataclass(frozen=True, slots=True)
+class Constraints:
+    """Which nodes a request may use; an empty field constrains nothing."""
+
+    allowed_regions: frozenset[str] = frozenset()
+    excluded_regions: frozenset[str] = frozenset()
+    required_tags: frozenset[str] = frozenset()
+    excluded_nodes: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.allowed_regions
+            or self.excluded_regions
+            or self.required_tags
+            or self.excluded_nodes
+        )
+
+
+NO_CONSTRAINTS = Constraints()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRules:
+    """A service's routing rules from the catalog: default constraints by operation."""
+
+    by_operation: Mapping[str, Constraints] = field(default_factory=dict)
+
+    def for_operation(self, operation: str) -> Constraints:
+        """The defaults for `operation` (none when the catalog sets none)."""
+        return self.by_operation.get(operation, NO_CONSTRAINTS)
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingSnapshot:
     """Everything a decision depends on besides the request and the clock."""
 
@@ -163,6 +204,8 @@ class RoutingSnapshot:
     emergencies: Mapping[str, EmergencyState] = field(default_factory=dict)
     budgets: Mapping[str, BudgetState] = field(default_factory=dict)
     version: int = 0
+    rules: Mapping[str, ServiceRules] = field(default_factory=dict)  # service -> catalog rules
+    catalog_revision: int = 0
 
     def services(self) -> tuple[str, ...]:
         """Service names in catalog order."""
@@ -197,6 +240,7 @@ class RoutingRequest:
     failed_providers: frozenset[str] = frozenset()
     require_predictive_analytics: bool = False
     require_emergency_override: bool = False
+    constraints: Constraints = NO_CONSTRAINTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +286,12 @@ class RoutingDecision:
 class NoEligibleNode(Exception):
     """Raised when every node of a service is excluded; carries the reason for each."""
 
-    def __init__(self, service: str, exclusions: tuple[Exclusion, ...]) -> None:
+    def __init__(
+        self, service: str, exclusions: tuple[Exclusion, ...], constraint: str | None = None
+    ) -> None:
         self.service = service
         self.exclusions = exclusions
+        self.constraint = constraint  # the hard constraint that left no node, if one did
         reasons = ", ".join(f"{e.node_id}: {e.reason.value}" for e in exclusions) or "no nodes"
-        super().__init__(f"no eligible node for service {service!r} ({reasons})")
+        why = f"; {constraint} left no node" if constraint else ""
+        super().__init__(f"no eligible node for service {service!r} ({reasons}){why}")

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 import pytest_asyncio
 from fastapi.testclient import TestClient
@@ -38,6 +39,12 @@ TEST_KEYS = "t1:" + "A" * 43 + "="
 # Activities built with a bare Settings() (tests/harness.py, recovery_harness.py) encrypt
 # with the same keys as the API and the dev server's codec below.
 os.environ.setdefault("SWITCHYARD_ENCRYPTION_KEYS", TEST_KEYS)
+
+# Property tests are reproducible in `make test`: the same examples every run, no example
+# database carried between runs. `make explore` draws new ones from a seed it prints.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+hypothesis.settings.register_profile("explore", derandomize=False, database=None)
+hypothesis.settings.load_profile(os.environ.get("SWITCHYARD_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
