@@ -1,17 +1,33 @@
-"""The provider catalog file (providers.yaml): validation and first-start loading."""
+"""The provider catalog as a document: its format (providers.yaml, `PUT /catalog`),
+validation with errors that name file, service, node and field, the difference between two
+catalogs, and its YAML form. The store's side is store/catalog_revisions.py."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from routing.types import BudgetPeriod, ProviderNode
-from store.models import NodeHealthRow, ProviderNodeRow, ProviderService
+from routing.types import BudgetPeriod, Constraints, ProviderNode, ServiceRules
+
+# Lower-case words joined by hyphens, as cloud regions are written (us-east-1, eu-west, global).
+REGION_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+TAG_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+NAME_PATTERN = r"^[a-z0-9_\-]+$"
+
+Region = Field(min_length=1, max_length=64, pattern=REGION_PATTERN)
 
 
 class CatalogError(ValueError):
@@ -22,12 +38,46 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class NodeSpec(_Model):
-    """One node entry of the catalog file."""
+class ConstraintSpec(_Model):
+    """Constraints a service applies by default to one operation (routing/rules.py)."""
 
-    id: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_\-]+$")
+    allowed_regions: list[str] = Field(default_factory=list, alias="allowedRegions")
+    excluded_regions: list[str] = Field(default_factory=list, alias="excludedRegions")
+    required_tags: list[str] = Field(default_factory=list, alias="requiredTags")
+    excluded_nodes: list[str] = Field(default_factory=list, alias="excludedNodes")
+
+    @field_validator("allowed_regions", "excluded_regions")
+    @classmethod
+    def _regions(cls, regions: list[str]) -> list[str]:
+        return [_checked(r, REGION_PATTERN, "region") for r in regions]
+
+    @field_validator("required_tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        return [_checked(t, TAG_PATTERN, "tag") for t in tags]
+
+    def to_constraints(self) -> Constraints:
+        """The routing value."""
+        return Constraints(
+            allowed_regions=frozenset(self.allowed_regions),
+            excluded_regions=frozenset(self.excluded_regions),
+            required_tags=frozenset(self.required_tags),
+            excluded_nodes=frozenset(self.excluded_nodes),
+        )
+
+
+def _checked(value: str, pattern: str, what: str) -> str:
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"{value!r} is not a {what} (expected {pattern})")
+    return value
+
+
+class NodeSpec(_Model):
+    """One node entry of the catalog."""
+
+    id: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
     name: str = Field(min_length=1, max_length=200)
-    region: str = Field(min_length=1, max_length=64)
+    region: str = Region
     success_rate: float = Field(alias="successRate", ge=0, le=100)
     cost_per_request: float = Field(alias="costPerRequest", ge=0)
     latency_ms: float = Field(alias="latencyMs", gt=0)
@@ -36,6 +86,21 @@ class NodeSpec(_Model):
     enabled: bool = True
     latency_slo_ms: float = Field(default=2000.0, alias="latencySloMs", gt=0)
     error_rate_slo: float = Field(default=5.0, alias="errorRateSlo", gt=0, le=100)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    operations: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    weight: float = Field(default=1.0, ge=0, le=1_000_000)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        return sorted({_checked(t, TAG_PATTERN, "tag") for t in tags})
+
+    @field_validator("operations")
+    @classmethod
+    def _operations(cls, operations: list[str] | None) -> list[str] | None:
+        if operations is None:
+            return None
+        return sorted({_checked(o, r"^[A-Za-z0-9_.:\-]{1,100}$", "operation") for o in operations})
 
     def to_node(self, service: str) -> ProviderNode:
         """The routing value of this entry (the store's rows give the same: node_from_row)."""
@@ -52,6 +117,9 @@ class NodeSpec(_Model):
             enabled=self.enabled,
             latency_slo_ms=self.latency_slo_ms,
             error_rate_slo=self.error_rate_slo,
+            tags=frozenset(self.tags),
+            operations=frozenset(self.operations) if self.operations is not None else None,
+            weight=self.weight,
         )
 
 
@@ -63,15 +131,32 @@ class BudgetSpec(_Model):
 
 
 class ServiceSpec(_Model):
-    """One service entry: its budget and nodes."""
+    """One service entry: its budget, nodes and default constraints by operation."""
 
     description: str = ""
     budget: BudgetSpec
     nodes: list[NodeSpec] = Field(min_length=1)
+    constraints: dict[str, ConstraintSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _constraints_name_its_nodes(self) -> ServiceSpec:
+        ids = {node.id for node in self.nodes}
+        for operation, spec in self.constraints.items():
+            strangers = sorted(set(spec.excluded_nodes) - ids)
+            if strangers:
+                raise ValueError(
+                    f"constraints.{operation}.excludedNodes: {', '.join(strangers)} "
+                    "not a node of this service"
+                )
+        return self
+
+    def rules(self) -> ServiceRules:
+        """The routing rules of this service."""
+        return ServiceRules({op: spec.to_constraints() for op, spec in self.constraints.items()})
 
 
 class CatalogSpec(_Model):
-    """The whole catalog file."""
+    """The whole catalog."""
 
     services: dict[str, ServiceSpec] = Field(min_length=1)
 
@@ -80,6 +165,7 @@ class CatalogSpec(_Model):
     def _unique_node_ids(cls, services: dict[str, ServiceSpec]) -> dict[str, ServiceSpec]:
         seen: dict[str, str] = {}
         for service, spec in services.items():
+            _checked(service, NAME_PATTERN, "service name")
             for node in spec.nodes:
                 if node.id in seen:
                     raise ValueError(
@@ -88,25 +174,45 @@ class CatalogSpec(_Model):
                 seen[node.id] = service
         return services
 
+    def document(self) -> dict[str, Any]:
+        """The catalog as it is written in a file: camelCase, defaults left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
 
 def load_catalog_file(path: Path) -> CatalogSpec:
     """Parse and validate a catalog file, or raise CatalogError naming what is wrong."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise CatalogError(f"{path}: catalog file not found") from exc
+    return parse_catalog(text, str(path))
+
+
+def parse_catalog(text: str, source: str) -> CatalogSpec:
+    """Parse and validate catalog YAML; CatalogError naming `source`, the line of a YAML
+    error, or the service, node and field of an invalid entry."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CatalogError(f"{source}: not valid YAML{where}: {problem}") from exc
+    return validate_catalog(raw, source)
+
+
+def validate_catalog(raw: object, source: str) -> CatalogSpec:
+    """Validate a catalog document; CatalogError naming service, node and field."""
     try:
         return CatalogSpec.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise CatalogError(
-            f"{path}: {_describe_location(raw, first['loc'])}: {first['msg']}"
+            f"{source}: {describe_location(raw, first['loc'])}: {first['msg']}"
         ) from exc
 
 
-def _describe_location(raw: object, loc: tuple[int | str, ...]) -> str:
+def describe_location(raw: object, loc: tuple[int | str, ...]) -> str:
     """Turn a pydantic error location into 'service stripe, node stripe_x, field successRate'."""
     parts: list[str] = []
     node_list: object = None
@@ -125,36 +231,118 @@ def _describe_location(raw: object, loc: tuple[int | str, ...]) -> str:
     return ", ".join(parts) or "top level"
 
 
-def seed_catalog(session: Session, catalog: CatalogSpec) -> bool:
-    """Load the catalog into an empty store; returns False (and changes nothing) otherwise."""
-    if session.scalar(select(func.count()).select_from(ProviderService)):
-        return False
-    for position, (name, spec) in enumerate(catalog.services.items()):
-        session.add(
-            ProviderService(
-                name=name,
-                description=spec.description,
-                budget_period=spec.budget.period.value,
-                budget_limit=spec.budget.limit,
-                position=position,
-            )
+def to_yaml(catalog: CatalogSpec) -> str:
+    """The catalog as YAML that `parse_catalog` reads back to the same catalog."""
+    return yaml.safe_dump(catalog.document(), sort_keys=False, allow_unicode=True)
+
+
+# ---- differences ----
+
+ChangeKind = Literal["added", "removed", "changed"]
+_NODE_FIELDS = tuple(
+    (name, field.alias or name) for name, field in NodeSpec.model_fields.items() if name != "id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogChange:
+    """One difference between the live catalog and a wanted one."""
+
+    kind: ChangeKind
+    service: str
+    node_id: str | None = None
+    field: str | None = None  # for a change: the field, as written in the file
+    old: object = None
+    new: object = None
+
+    def __str__(self) -> str:
+        subject = (
+            f"node {self.node_id} ({self.service})" if self.node_id else f"service {self.service}"
         )
-    session.flush()
-    for service, spec in catalog.services.items():
-        for position, node in enumerate(spec.nodes):
-            # The row holds exactly the routing value's fields, plus the catalog order.
-            row = asdict(node.to_node(service))
-            session.add(ProviderNodeRow(**row, position=position))
-    session.flush()
-    for spec in catalog.services.values():
+        if self.kind == "added":
+            return f"+ {subject}"
+        if self.kind == "removed":
+            return f"- {subject}" + (" (disabled, history kept)" if self.node_id else "")
+        return f"~ {subject}: {self.field} {_show(self.old)} -> {_show(self.new)}"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list | dict):
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip() or "[]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def catalog_changes(live: CatalogSpec, wanted: CatalogSpec) -> list[CatalogChange]:
+    """What applying `wanted` changes in `live`.
+
+    A node absent from `wanted` is removed (disabled, its history kept), as is every enabled
+    node of a service absent from `wanted`; a node `live` holds disabled counts as absent.
+    """
+    return list(_changes(live, wanted))
+
+
+def _changes(live: CatalogSpec, wanted: CatalogSpec) -> Iterator[CatalogChange]:
+    live_nodes = {n.id: (service, n) for service, s in live.services.items() for n in s.nodes}
+    wanted_ids = {n.id for s in wanted.services.values() for n in s.nodes}
+    for service, spec in wanted.services.items():
+        before = live.services.get(service)
+        if before is None:
+            yield CatalogChange("added", service)
+        else:
+            yield from _service_changes(service, before, spec)
         for node in spec.nodes:
-            session.add(
-                NodeHealthRow(
-                    node_id=node.id,
-                    health_score=node.health_score,
-                    success_rate=node.success_rate,
-                    latency_p50_ms=node.latency_ms,
-                    latency_p95_ms=node.latency_ms,
-                )
-            )
-    return True
+            found = live_nodes.get(node.id)
+            if found is None:
+                yield CatalogChange("added", service, node.id)
+                continue
+            old_service, old = found
+            if old_service != service:
+                yield CatalogChange("changed", service, node.id, "service", old_service, service)
+            for name, alias in _NODE_FIELDS:
+                a, b = getattr(old, name), getattr(node, name)
+                if a != b:
+                    yield CatalogChange("changed", service, node.id, alias, a, b)
+        if before is not None:
+            order = [n.id for n in spec.nodes]
+            was = [n.id for n in before.nodes if n.id in set(order)]
+            if was != [i for i in order if i in set(was)]:
+                yield CatalogChange("changed", service, None, "node order", was, order)
+    for node_id, (service, node) in live_nodes.items():
+        if node.enabled and node_id not in wanted_ids:
+            yield CatalogChange("removed", service, node_id)
+    for service in live.services:
+        if service not in wanted.services:
+            yield CatalogChange("removed", service)
+
+
+def _service_changes(
+    service: str, before: ServiceSpec, after: ServiceSpec
+) -> Iterator[CatalogChange]:
+    if before.description != after.description:
+        yield CatalogChange(
+            "changed", service, None, "description", before.description, after.description
+        )
+    if before.budget != after.budget:
+        yield CatalogChange(
+            "changed",
+            service,
+            None,
+            "budget",
+            before.budget.model_dump(mode="json"),
+            after.budget.model_dump(mode="json"),
+        )
+    if before.constraints != after.constraints:
+        yield CatalogChange(
+            "changed",
+            service,
+            None,
+            "constraints",
+            {
+                k: v.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+                for k, v in before.constraints.items()
+            },
+            {
+                k: v.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+                for k, v in after.constraints.items()
+            },
+        )

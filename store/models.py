@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -36,6 +37,21 @@ class ProviderService(Base):
     budget_period: Mapped[str] = mapped_column(String(16), default="daily")
     budget_limit: Mapped[float] = mapped_column(Float)
     position: Mapped[int] = mapped_column(Integer, default=0)
+    # Default constraints by operation: {operation: {allowedRegions: [...], ...}}.
+    constraints: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+
+class CatalogRevision(Base):
+    """One applied change of the catalog: the whole catalog after it, who and why."""
+
+    __tablename__ = "catalog_revisions"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    author: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(String(500))
+    changes: Mapped[list[str]] = mapped_column(default=list)  # one line per change
+    content: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the catalog as a file
 
 
 class ProviderNodeRow(Base):
@@ -56,6 +72,9 @@ class ProviderNodeRow(Base):
     latency_slo_ms: Mapped[float] = mapped_column(Float, default=2000.0)
     error_rate_slo: Mapped[float] = mapped_column(Float, default=5.0)
     position: Mapped[int] = mapped_column(Integer, default=0)
+    tags: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    operations: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
 
 
 class NodeHealthRow(Base):

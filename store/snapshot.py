@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from routing.budget import period_start
@@ -14,15 +14,18 @@ from routing.types import (
     BreakerState,
     BudgetPeriod,
     BudgetState,
+    Constraints,
     EmergencyState,
     NodeHealth,
     ProviderNode,
     RoutingOverride,
     RoutingSnapshot,
+    ServiceRules,
     Strategy,
 )
 from store.models import (
     BudgetSpend,
+    CatalogRevision,
     Emergency,
     NodeHealthRow,
     ProviderNodeRow,
@@ -70,6 +73,23 @@ def load_snapshot(
         emergencies=load_emergencies(session, now, service),
         budgets=load_budgets(session, services, now),
         version=version,
+        rules={s.name: service_rules(s) for s in services if s.constraints},
+        catalog_revision=int(session.scalar(select(func.max(CatalogRevision.number))) or 0),
+    )
+
+
+def service_rules(service: ProviderService) -> ServiceRules:
+    """A service's default constraints by operation, as routing applies them."""
+    return ServiceRules(
+        {
+            operation: Constraints(
+                allowed_regions=frozenset(spec.get("allowedRegions", ())),
+                excluded_regions=frozenset(spec.get("excludedRegions", ())),
+                required_tags=frozenset(spec.get("requiredTags", ())),
+                excluded_nodes=frozenset(spec.get("excludedNodes", ())),
+            )
+            for operation, spec in service.constraints.items()
+        }
     )
 
 
@@ -88,6 +108,9 @@ def node_from_row(row: ProviderNodeRow) -> ProviderNode:
         enabled=row.enabled,
         latency_slo_ms=row.latency_slo_ms,
         error_rate_slo=row.error_rate_slo,
+        tags=frozenset(row.tags),
+        operations=frozenset(row.operations) if row.operations is not None else None,
+        weight=row.weight,
     )
 
 

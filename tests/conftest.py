@@ -24,7 +24,8 @@ from api.app import create_app
 from api.auth import Role, issue_token
 from routing.types import RoutingSnapshot
 from store.base import Base
-from store.catalog import load_catalog_file, seed_catalog
+from store.catalog import load_catalog_file
+from store.catalog_revisions import seed_catalog
 from store.crypto import Keyring
 from store.db import make_engine, make_session_factory, migrate, transaction
 from switchyard.settings import Environment, Settings
