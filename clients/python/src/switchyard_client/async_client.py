@@ -15,6 +15,7 @@ import httpx
 
 from switchyard_client.answers import FailOpen, decision_of, describe, json_of, retry_after_of
 from switchyard_client.attempts import Attempts
+from switchyard_client.catalog import CatalogCopy
 from switchyard_client.classify import Classify
 from switchyard_client.context import RoutingRequest, check_context, routing_request
 from switchyard_client.core import ClientCore, Options, TokenSource
@@ -76,6 +77,11 @@ class AsyncSwitchyard:
     def counters(self) -> Counters:
         """Decisions, local decisions, retries, reports queued/sent/dropped/rejected."""
         return self._core.counters
+
+    @property
+    def catalog(self) -> CatalogCopy | None:
+        """The catalog copy local decisions read (None before the first refresh)."""
+        return self._core.catalog
 
     @property
     def catalog_age(self) -> float | None:
