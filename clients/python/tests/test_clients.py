@@ -152,6 +152,15 @@ def test_a_node_without_a_handler_is_not_called_and_every_attempt_is_on_the_last
         assert sy.counters.retries == 2
 
 
+def test_reports_go_out_within_the_interval_without_a_flush() -> None:
+    fake = FakeSwitchyard({"POST /execute-coordination": retry_aware})
+    with client(fake, report_interval=0.05, catalog_refresh_interval=3600) as sy:
+        for sent in (1, 2, 3):
+            sy.call("stripe", "pay", {PRIMARY: lambda: "paid"})
+            wait_for(lambda n=sent: sy.counters.reports_sent == n)  # type: ignore[misc]
+        assert len(fake.sent("POST", "/outcomes")) == 3
+
+
 def test_closing_sends_what_is_queued_and_a_resent_batch_keeps_its_key() -> None:
     outcomes = iter([reply(500, error_answer("internal", "oops")), reply(202, {"data": {}})])
     fake = FakeSwitchyard(

@@ -130,13 +130,10 @@ class AsyncSwitchyard:
                 result: T = await outcome if inspect.isawaitable(outcome) else outcome
             except Exception as exc:
                 if attempts.settle(decision, exc, time.perf_counter() - started, raised=True):
-                    self._wake_sender()
                     raise
             else:
                 if attempts.settle(decision, result, time.perf_counter() - started):
-                    self._wake_sender()
                     return result
-            self._wake_sender()
         raise attempts.final_error()
 
     def report(
@@ -150,7 +147,6 @@ class AsyncSwitchyard:
         """Queue the outcome of a call you made to `decision`'s node yourself."""
         self._start()
         self._core.report(decision, success, latency_ms, error_code)
-        self._wake_sender()
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Send every queued report now; True when all were acknowledged within `timeout`."""
@@ -206,6 +202,7 @@ class AsyncSwitchyard:
             if self._closed:
                 raise RuntimeError("this AsyncSwitchyard client is closed")
             self._wake = asyncio.Event()
+            self._core.wake_sender = self._wake.set
             self._drained = asyncio.Condition()
             self._task = asyncio.get_running_loop().create_task(
                 self._background(), name="switchyard-client"
@@ -236,11 +233,6 @@ class AsyncSwitchyard:
             return core.fall_back(request, handlers, describe(exc))
         core.server_answered()
         return core.decided(decision)
-
-    def _wake_sender(self) -> None:
-        reporter = self._core.reporter
-        if self._wake is not None and reporter.queued() >= reporter.batch_size:
-            self._wake.set()
 
     # The background task: sends due batches, refreshes the catalog copy.
 

@@ -152,6 +152,8 @@ class ClientCore:
             now=time.monotonic(),
         )
         self.refresh_at = 0.0  # the first refresh runs at once
+        # Set by the client: wakes its background loop when a report needs it.
+        self.wake_sender: Callable[[], None] = lambda: None
         self.deadline = httpx.Timeout(options.decision_deadline - LOCAL_RESERVE_SECONDS)
         self._token = token
         self._headers = {"Content-Type": "application/json"}
@@ -204,11 +206,11 @@ class ClientCore:
         local = decide_locally(self.catalog, request, handlers, self.evidence, now, reason)
         return self.decided(local)
 
-    def record(self, decision: Decision, verdict: Classification, latency_ms: float) -> bool:
-        """Queue the outcome of a call to the decided node; True when a batch is ready."""
+    def record(self, decision: Decision, verdict: Classification, latency_ms: float) -> None:
+        """Queue the outcome of a call to the decided node."""
         if verdict.kind != "refusal":
             self.evidence.observe(decision.node_id, verdict.succeeded, time.monotonic())
-        return self.reporter.put(
+        wake = self.reporter.put(
             OutcomeReport(
                 node_id=decision.node_id,
                 success=verdict.succeeded,
@@ -219,18 +221,20 @@ class ClientCore:
                 cost=None if decision.decided_locally else decision.estimated_cost,
             )
         )
+        if wake:
+            self.wake_sender()
 
     def report(
         self, decision: Decision, success: bool, latency_ms: float, error_code: str | None
-    ) -> bool:
-        """Queue an outcome the caller measured itself; True when a batch is ready."""
+    ) -> None:
+        """Queue an outcome the caller measured itself."""
         if success:
             verdict = SUCCESS
         elif error_code is not None and error_code.lower() in REFUSAL_CODES:
             verdict = refusal(error_code)
         else:
             verdict = failure(error_code or "error")
-        return self.record(decision, verdict, latency_ms)
+        self.record(decision, verdict, latency_ms)
 
     def take_catalog(self, providers: Any, coordinations: Any, now: float) -> None:
         """A fresh copy from the answers of GET /providers and GET /active-coordinations."""

@@ -102,13 +102,15 @@ class Reporter:
         self._last_sent = now
 
     def put(self, report: OutcomeReport) -> bool:
-        """Queue a report (dropping the oldest when full); True when a batch is ready."""
+        """Queue a report (dropping the oldest when full); True when the sender should look:
+        the queue was empty (its interval starts) or a batch is ready."""
         with self._lock:
             dropped = len(self._queue) >= self.capacity
             if dropped:
                 self._queue.popleft()
             self._queue.append(report)
-            ready = len(self._queue) >= self.batch_size
+            size = len(self._queue)
+            ready = size == 1 or size >= self.batch_size
         self._counters.add("reports_queued")
         if dropped:
             self._counters.add("reports_dropped")

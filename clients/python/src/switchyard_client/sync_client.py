@@ -64,6 +64,7 @@ class Switchyard:
         self._background_http = httpx.Client(timeout=timeout, transport=transport)
         self._decide_url = core.api + "/execute-coordination"
         self._wake = threading.Event()
+        core.wake_sender = self._wake.set
         self._drained = threading.Condition()
         self._flushes = 0
         self._closing = False
@@ -126,13 +127,10 @@ class Switchyard:
                 result = handler(*args)
             except Exception as exc:
                 if attempts.settle(decision, exc, time.perf_counter() - started, raised=True):
-                    self._wake_sender()
                     raise
             else:
                 if attempts.settle(decision, result, time.perf_counter() - started):
-                    self._wake_sender()
                     return result
-            self._wake_sender()
         raise attempts.final_error()
 
     def report(
@@ -144,8 +142,7 @@ class Switchyard:
         error_code: str | None = None,
     ) -> None:
         """Queue the outcome of a call you made to `decision`'s node yourself."""
-        if self._core.report(decision, success, latency_ms, error_code):
-            self._wake.set()
+        self._core.report(decision, success, latency_ms, error_code)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send every queued report now; True when all were acknowledged within `timeout`."""
@@ -213,10 +210,6 @@ class Switchyard:
             return core.fall_back(request, handlers, describe(exc))
         core.server_answered()
         return core.decided(decision)
-
-    def _wake_sender(self) -> None:
-        if self._core.reporter.queued() >= self._core.reporter.batch_size:
-            self._wake.set()
 
     # The background thread: sends due batches, refreshes the catalog copy.
 
