@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from switchyard_client import (
     Switchyard,
     attempts_of,
 )
+from switchyard_client.core import Options
 
 URL = "http://switchyard.test"
 
@@ -223,3 +225,12 @@ def test_the_async_client_raises_a_rejection_at_once() -> None:
                 await sy.decide("nope", "pay")
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("constructor", [Switchyard.__init__, AsyncSwitchyard.__init__])
+def test_both_constructors_default_to_the_documented_options(
+    constructor: Callable[..., None],
+) -> None:
+    documented = {f.name: f.default for f in fields(Options) if f.name != "hooks"}
+    defaults = constructor.__kwdefaults__ or {}
+    assert {name: defaults[name] for name in documented} == documented
