@@ -234,3 +234,45 @@ def test_both_constructors_default_to_the_documented_options(
     documented = {f.name: f.default for f in fields(Options) if f.name != "hooks"}
     defaults = constructor.__kwdefaults__ or {}
     assert {name: defaults[name] for name in documented} == documented
+
+
+def test_an_async_handler_given_to_the_sync_client_is_refused_not_reported() -> None:
+    fake = FakeSwitchyard({"POST /execute-coordination": retry_aware})
+
+    async def pay() -> str:
+        return "paid"
+
+    with client(fake) as sy:
+        with pytest.raises(TypeError, match="AsyncSwitchyard"):
+            _ = sy.call("stripe", "pay", {PRIMARY: pay})
+        assert sy.counters.reports_queued == 0
+
+
+def test_a_cancelled_probe_lets_the_next_decision_probe() -> None:
+    async def scenario() -> None:
+        calls = 0
+        release = asyncio.Event()
+
+        async def hang(request: httpx.Request) -> httpx.Response:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise httpx.ConnectError("refused")  # starts an outage
+            if calls == 2:
+                await release.wait()  # the probe: cancelled below
+            return retry_aware(request)
+
+        fake = FakeSwitchyard({"POST /execute-coordination": hang})
+        async with AsyncSwitchyard(URL, "t", transport=httpx.MockTransport(fake)) as sy:
+            await until(lambda: sy.catalog is not None)
+            assert (await sy.decide("stripe", "pay")).decided_locally
+            await asyncio.sleep(0.6)  # past the first hold
+            probe = asyncio.create_task(sy.decide("stripe", "pay"))
+            await until(lambda: calls == 2)
+            probe.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await probe
+            decision = await sy.decide("stripe", "pay")
+            assert not decision.decided_locally and calls == 3
+
+    asyncio.run(scenario())

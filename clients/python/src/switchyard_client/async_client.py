@@ -231,6 +231,9 @@ class AsyncSwitchyard:
         except Exception as exc:  # the token provider failed: Switchyard was never asked
             logger.exception("switchyard_client: could not ask Switchyard")
             return core.fall_back(request, handlers, describe(exc))
+        except BaseException:  # cancelled mid-request: the next decision may probe
+            core.gate.abandon()
+            raise
         core.server_answered()
         return core.decided(decision)
 

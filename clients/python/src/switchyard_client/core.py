@@ -125,6 +125,12 @@ class OutageGate:
                 self._until = now + min(self.MAX_HOLD, self.BASE_HOLD * 2 ** (self.trips - 1))
             return self.trips == 1
 
+    def abandon(self) -> None:
+        """The probe was interrupted (cancelled, say) before it learned anything."""
+        if self._probing:
+            with self._lock:
+                self._probing = False
+
     def reachable(self) -> None:
         """A background request got through: let the next decision ask at once (unless
         Switchyard asked for a pause with Retry-After)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
@@ -23,6 +24,14 @@ from switchyard_client.observe import Counters, Hooks, logger
 from switchyard_client.reports import Batch
 
 T = TypeVar("T")
+
+
+def _refuse_awaitable(result: object) -> None:
+    """An async handler given to the sync client: its coroutine would never run."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()  # no "never awaited" warning on top of this error
+    raise TypeError("an async handler was given to Switchyard; use AsyncSwitchyard")
 
 
 class Switchyard:
@@ -129,6 +138,8 @@ class Switchyard:
                 if attempts.settle(decision, exc, time.perf_counter() - started, raised=True):
                     raise
             else:
+                if inspect.isawaitable(result):
+                    _refuse_awaitable(result)  # the caller's mistake, not the provider's
                 if attempts.settle(decision, result, time.perf_counter() - started):
                     return result
         raise attempts.final_error()
@@ -208,6 +219,9 @@ class Switchyard:
         except Exception as exc:  # the token provider failed: Switchyard was never asked
             logger.exception("switchyard_client: could not ask Switchyard")
             return core.fall_back(request, handlers, describe(exc))
+        except BaseException:  # cancelled mid-request: the next decision may probe
+            core.gate.abandon()
+            raise
         core.server_answered()
         return core.decided(decision)
 
