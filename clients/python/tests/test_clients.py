@@ -276,3 +276,24 @@ def test_a_cancelled_probe_lets_the_next_decision_probe() -> None:
             assert not decision.decided_locally and calls == 3
 
     asyncio.run(scenario())
+
+
+def test_closing_gives_up_after_flush_timeout_while_switchyard_is_away() -> None:
+    async def scenario() -> None:
+        fake = FakeSwitchyard(
+            {
+                "POST /execute-coordination": retry_aware,
+                "POST /outcomes": lambda _: reply(503, error_answer("database_unavailable", "")),
+            }
+        )
+        transport = httpx.MockTransport(fake)
+        sy = AsyncSwitchyard(URL, "t", transport=transport, flush_timeout=0.3)
+
+        async def pays() -> str:
+            return "paid"
+
+        await sy.call("stripe", "pay", {PRIMARY: pays})
+        await sy.aclose()  # returns: the report stays unsent
+        assert sy.queued_reports == 1 and sy.counters.reports_sent == 0
+
+    asyncio.run(scenario())

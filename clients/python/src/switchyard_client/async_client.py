@@ -178,9 +178,11 @@ class AsyncSwitchyard:
         if self._task is not None and self._wake is not None:
             self._wake.set()
             limit = self._core.options.flush_timeout + self._core.options.timeout + 1.0
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), limit)
-            self._task.cancel()
+            # asyncio.wait neither raises on its timeout nor cancels the task.
+            await asyncio.wait({self._task}, timeout=limit)
+            if not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task})
         self._closed = True
         await self._http.aclose()
         await self._background_http.aclose()
