@@ -4,14 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install clean bench fuzz explore test-faults browser
+.PHONY: run test lint typecheck pytest install clean bench fuzz explore test-faults browser \
+	client-package
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+# The client library too (editable), so the layering check, mypy and tests/clients see it
+# under its import name; its own dependencies are a subset of the server's.
+$(STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]' -e ./clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,7 +35,22 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest -q -m "not faults_long"
 
-test: lint typecheck browser pytest
+test: lint typecheck client-package browser pytest
+
+# The client library installed as a caller installs it: a fresh virtual environment with
+# `pip install ./clients/python` (and pytest), none of the server's packages in it, and the
+# package's own unit tests run from its directory. Its tests against the real API run in
+# `pytest` (tests/clients).
+CLIENT_VENV := .venv-client
+client-package:
+	rm -rf $(CLIENT_VENV)
+	$(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install --quiet --disable-pip-version-check ./clients/python pytest
+	$(CLIENT_VENV)/bin/python -c "import importlib.metadata as m, sys; \
+		found = [d.metadata['Name'] for d in m.distributions() \
+		         if d.metadata['Name'].lower() in {'temporalio', 'sqlalchemy', 'fastapi'}]; \
+		sys.exit(f'server packages in the client environment: {found}' if found else 0)"
+	cd clients/python && ../../$(CLIENT_VENV)/bin/pytest -q -p no:cacheprovider tests
 
 # The dashboard's browser test (tests/browser) drives Debian's chromium: installed when missing
 # (as root); without it that one test is skipped.
@@ -66,4 +84,4 @@ test-faults: install
 	$(BIN)/python tests/faults/fault_report.py $(FAULTS_REPORT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CLIENT_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -57,6 +57,7 @@ def get_active_coordinations(
                 started_at=emergency.started_at,
                 age_seconds=round((now - emergency.started_at).total_seconds(), 1),
                 temporal_ui_url=workflow_ui_url(runtime, emergency.workflow_id),
+                deadline=emergency.deadline,
             )
         )
     items.sort(key=lambda item: item.started_at)

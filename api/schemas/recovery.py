@@ -158,6 +158,8 @@ class ActiveCoordination(ResponseModel):
     started_at: datetime
     age_seconds: float
     temporal_ui_url: str
+    # An emergency's end (clients deciding locally admit emergency-only nodes until then).
+    deadline: datetime | None = None
 
 
 class ActiveCoordinations(ResponseModel):
