@@ -18,6 +18,7 @@ from api.paths import PREFIX
 from api.routes import (
     analytics,
     audit,
+    catalog,
     codec,
     connections,
     coordination,
@@ -127,6 +128,7 @@ ROUTERS: list[ModuleType] = [
     emergency,
     outcomes,
     providers,
+    catalog,
     audit,
     events,
     dashboard,

@@ -84,23 +84,25 @@ def routing_request(body: CoordinationRequest) -> RoutingRequest:
         preferred_strategy=context.preferred_strategy,
         require_predictive_analytics=body.coordination_requirements.require_predictive_analytics,
         require_emergency_override=body.coordination_requirements.require_emergency_override,
+        constraints=context.constraints.to_constraints(),
     )
 
 
 def no_eligible_error(exc: NoEligibleNode) -> ApiError:
-    """503 naming why each node was excluded."""
-    return ApiError(
-        503,
-        "no_eligible_node",
-        f"no provider node of {exc.service!r} can take this request",
-        {
-            "serviceName": exc.service,
-            "excludedNodes": [
-                {"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
-                for e in exc.exclusions
-            ],
-        },
-    )
+    """503 naming why each node was excluded, and the constraint that left none if one did."""
+    message = f"no provider node of {exc.service!r} can take this request"
+    if exc.constraint:
+        message = f"no provider node of {exc.service!r} satisfies {exc.constraint}"
+    details: dict[str, object] = {
+        "serviceName": exc.service,
+        "excludedNodes": [
+            {"nodeId": e.node_id, "reason": e.reason.value, "detail": e.detail}
+            for e in exc.exclusions
+        ],
+    }
+    if exc.constraint:
+        details["constraint"] = exc.constraint
+    return ApiError(503, "no_eligible_node", message, details)
 
 
 def require_service(snapshot: RoutingSnapshot, service: str, field: str = "serviceName") -> None:
@@ -110,15 +112,33 @@ def require_service(snapshot: RoutingSnapshot, service: str, field: str = "servi
         raise field_error(field, f"unknown service {service!r}; known: {known}")
 
 
-def require_nodes(snapshot: RoutingSnapshot, service: str, node_ids: list[str]) -> None:
-    """422 naming the first `routingContext.failedProviders` entry that is not a node of the
-    service (a typo would otherwise exclude nothing, silently)."""
+def require_nodes(
+    snapshot: RoutingSnapshot,
+    service: str,
+    node_ids: list[str],
+    field: str = "routingContext.failedProviders",
+) -> None:
+    """422 naming the first entry of `field` that is not a node of the service (a typo would
+    otherwise exclude nothing, silently)."""
     known = {node.node_id for node in snapshot.nodes.get(service, ())}
     for index, node_id in enumerate(node_ids):
         if node_id not in known:
             raise field_error(
-                f"routingContext.failedProviders.{index}",
+                f"{field}.{index}",
                 f"{node_id!r} is not a node of {service!r}; its nodes: {', '.join(sorted(known))}",
+            )
+
+
+def require_tags(snapshot: RoutingSnapshot, tags: list[str]) -> None:
+    """422 naming the first `routingContext.constraints.requiredTags` entry no node carries
+    (a typo would otherwise refuse every request with a 503)."""
+    known = {tag for nodes in snapshot.nodes.values() for node in nodes for tag in node.tags}
+    for index, tag in enumerate(tags):
+        if tag not in known:
+            raise field_error(
+                f"routingContext.constraints.requiredTags.{index}",
+                f"no node carries the tag {tag!r}; the catalog's tags: "
+                f"{', '.join(sorted(known)) or 'none'}",
             )
 
 
@@ -162,7 +182,12 @@ async def execute_coordination(
     now = utcnow()
     snapshot = runtime.snapshot.current
     require_service(snapshot, body.service_name)
-    require_nodes(snapshot, body.service_name, body.routing_context.failed_providers)
+    context = body.routing_context
+    require_nodes(snapshot, body.service_name, context.failed_providers)
+    if context.constraints.excluded_nodes or context.constraints.required_tags:
+        field = "routingContext.constraints.excludedNodes"
+        require_nodes(snapshot, body.service_name, context.constraints.excluded_nodes, field)
+        require_tags(snapshot, context.constraints.required_tags)
     request = routing_request(body)
     # A retry (the request names nodes it failed on) goes where a retry should.
     choose = decide_retry if request.failed_providers else decide

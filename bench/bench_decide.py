@@ -10,6 +10,7 @@ import argparse
 import gc
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from routing import (
     RoutingSnapshot,
     decide,
 )
+from routing.types import Constraints, ServiceRules
 
 NOW = datetime(2025, 8, 16, 10, 30, tzinfo=UTC)
 SERVICE = "payments"
@@ -81,10 +83,34 @@ REQUEST = RoutingRequest(
 )
 
 
-def measure(snapshot: RoutingSnapshot, calls: int, warmup: int) -> tuple[float, float]:
+# The same request with routing rules present: every node tagged and assigned operations, the
+# service's defaults for the operation and the request's own constraints, all satisfied by
+# the same nodes as without them (so the decision is the same and only the rules' cost shows).
+RULED_REQUEST = replace(
+    REQUEST,
+    constraints=Constraints(
+        allowed_regions=frozenset(f"region-{i}" for i in range(4)),
+        required_tags=frozenset({"pci"}),
+    ),
+)
+
+
+def with_rules(snapshot: RoutingSnapshot) -> RoutingSnapshot:
+    """The snapshot with tags, operations and a service default that exclude nothing."""
+    nodes = tuple(
+        replace(n, tags=frozenset({"pci", "eu"}), operations=frozenset({"payment_processing"}))
+        for n in snapshot.nodes[SERVICE]
+    )
+    rules = ServiceRules({"payment_processing": Constraints(excluded_regions=frozenset({"x"}))})
+    return replace(snapshot, nodes={SERVICE: nodes}, rules={SERVICE: rules})
+
+
+def measure(
+    snapshot: RoutingSnapshot, calls: int, warmup: int, request: RoutingRequest = REQUEST
+) -> tuple[float, float]:
     """p50 and p99 of one decide call, in microseconds."""
     for _ in range(warmup):
-        decide(REQUEST, snapshot, NOW)
+        decide(request, snapshot, NOW)
     samples = [0] * calls
     clock = time.perf_counter_ns
     # Collections triggered by other code's garbage would be charged to decide.
@@ -93,7 +119,7 @@ def measure(snapshot: RoutingSnapshot, calls: int, warmup: int) -> tuple[float, 
     try:
         for i in range(calls):
             start = clock()
-            decide(REQUEST, snapshot, NOW)
+            decide(request, snapshot, NOW)
             samples[i] = clock() - start
     finally:
         gc.enable()
@@ -106,16 +132,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument(
+        "--rules", action="store_true", help="also time the same decisions with routing rules"
+    )
     args = parser.parse_args()
     print(
         f"routing.decide, {args.calls} calls after {args.warmup} warm-up, Python "
         f"{sys.version.split()[0]}\n"
     )
-    print("| nodes | p50 (µs) | p99 (µs) |")
-    print("|---:|---:|---:|")
+    if not args.rules:
+        print("| nodes | p50 (µs) | p99 (µs) |")
+        print("|---:|---:|---:|")
+        for size in (3, 10, 100):
+            p50, p99 = measure(catalog(size), args.calls, args.warmup)
+            print(f"| {size} | {p50:.1f} | {p99:.1f} |")
+        return
+    print("| nodes | p50 without rules (µs) | p50 with rules (µs) | with / without |")
+    print("|---:|---:|---:|---:|")
     for size in (3, 10, 100):
-        p50, p99 = measure(catalog(size), args.calls, args.warmup)
-        print(f"| {size} | {p50:.1f} | {p99:.1f} |")
+        plain, ruled = catalog(size), with_rules(catalog(size))
+        # Alternated, three of each, so a busy moment weighs on both sides alike.
+        bare, rules = [], []
+        for _ in range(3):
+            bare.append(measure(plain, args.calls, args.warmup)[0])
+            rules.append(measure(ruled, args.calls, args.warmup, RULED_REQUEST)[0])
+        a, b = sorted(bare)[1], sorted(rules)[1]
+        print(f"| {size} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
 
 
 if __name__ == "__main__":

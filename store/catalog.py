@@ -179,6 +179,50 @@ class CatalogSpec(_Model):
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
+class CatalogEditError(ValueError):
+    """An edit names a service or node the catalog does not have, or one it already has."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+def with_node_added(catalog: CatalogSpec, service: str, node: NodeSpec) -> CatalogSpec:
+    """The catalog with `node` appended to `service`'s nodes."""
+    if service not in catalog.services:
+        known = ", ".join(catalog.services)
+        raise CatalogEditError("serviceName", f"unknown service {service!r}; known: {known}")
+    for name, spec in catalog.services.items():
+        if any(n.id == node.id for n in spec.nodes):
+            raise CatalogEditError("node.id", f"node id {node.id!r} is taken (service {name!r})")
+    return _replaced_nodes(catalog, service, [*catalog.services[service].nodes, node])
+
+
+def with_node_changed(catalog: CatalogSpec, node_id: str, fields: dict[str, Any]) -> CatalogSpec:
+    """The catalog with the named node's fields (by alias or name) set; validated again."""
+    service, node = find_node(catalog, node_id)
+    changed = NodeSpec.model_validate(node.model_dump(by_alias=True) | fields)
+    nodes = [changed if n.id == node_id else n for n in catalog.services[service].nodes]
+    return _replaced_nodes(catalog, service, nodes)
+
+
+def find_node(catalog: CatalogSpec, node_id: str) -> tuple[str, NodeSpec]:
+    """The node's service and entry; CatalogEditError when there is no such node."""
+    for service, spec in catalog.services.items():
+        for node in spec.nodes:
+            if node.id == node_id:
+                return service, node
+    raise CatalogEditError("nodeId", f"unknown node {node_id!r}")
+
+
+def _replaced_nodes(catalog: CatalogSpec, service: str, nodes: list[NodeSpec]) -> CatalogSpec:
+    spec = catalog.services[service]
+    entry = ServiceSpec.model_validate(
+        spec.model_dump(by_alias=True) | {"nodes": [n.model_dump(by_alias=True) for n in nodes]}
+    )
+    return CatalogSpec(services={**catalog.services, service: entry})
+
+
 def load_catalog_file(path: Path) -> CatalogSpec:
     """Parse and validate a catalog file, or raise CatalogError naming what is wrong."""
     try:

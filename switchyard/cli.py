@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from switchyard.catalog_cli import catalog_app
 from switchyard.settings import SecretsError, Settings, get_settings
 
 app = typer.Typer(
@@ -73,11 +74,20 @@ def migrate() -> None:
 
     settings = _settings()
     try:
-        prepare_store(settings)
+        drift = prepare_store(settings)
     except CatalogError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"store is up to date ({settings.database_url.split('@')[-1]})")
+    if drift:
+        path = settings.catalog_path
+        typer.secho(
+            f"{path} differs from the live catalog and was not applied ({len(drift)} change(s)):",
+            fg=typer.colors.YELLOW,
+        )
+        for line in drift[:20]:
+            typer.echo(f"  {line}")
+        typer.echo(f"apply it with: switchyard catalog apply {path}")
 
 
 @app.command()
@@ -108,6 +118,7 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 keys_app = typer.Typer(help="Encryption keys (SWITCHYARD_ENCRYPTION_KEYS).", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(catalog_app, name="catalog")
 
 
 def _os_user() -> str:

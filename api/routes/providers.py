@@ -33,6 +33,7 @@ from routing.prediction import Sample, predict
 from routing.types import BreakerState, BudgetPeriod, BudgetState
 from store.analytics import spent_since
 from store.base import utcnow
+from store.catalog_revisions import revision_number
 from store.db import transaction
 from store.health import (
     breaker_status,
@@ -73,6 +74,9 @@ def _views(
                 region=node.region,
                 enabled=node.enabled,
                 emergency_only=node.emergency_only,
+                tags=list(node.tags),
+                operations=list(node.operations) if node.operations is not None else None,
+                weight=node.weight,
                 catalog=CatalogFigures(
                     success_rate=node.success_rate,
                     cost_per_request=node.cost_per_request,
@@ -172,8 +176,15 @@ def list_providers(runtime: RuntimeDep, _: Reader) -> Envelope[ProviderList]:
     """Every node with its catalog figures, live health, breaker, prediction and budget."""
     config = monitoring_config(runtime.settings)
     with runtime.sessions() as session:
-        views = _views(session, node_rows(session=session), utcnow(), config)
-    return Envelope(data=ProviderList(providers=views))
+        rows = node_rows(session=session)
+        views = _views(session, rows, utcnow(), config)
+        revision = revision_number(session)
+    constraints = {
+        service.name: service.constraints for _, _, service in rows if service.constraints
+    }
+    return Envelope(
+        data=ProviderList(providers=views, constraints=constraints, catalog_revision=revision)
+    )
 
 
 @router.get(

@@ -7,7 +7,8 @@ from typing import Annotated
 from pydantic import Field
 
 from api.schemas.common import ResponseModel, WireModel
-from routing.types import BudgetPeriod, BusinessCriticality, Priority, Strategy
+from routing.types import BudgetPeriod, BusinessCriticality, Constraints, Priority, Strategy
+from store.catalog import REGION_PATTERN, TAG_PATTERN
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
@@ -37,6 +38,29 @@ class PerformanceContext(WireModel):
     target_throughput: float | None = Field(default=None, gt=0, le=1e9)
 
 
+Region = Annotated[str, Field(min_length=1, max_length=64, pattern=REGION_PATTERN)]
+Tag = Annotated[str, Field(min_length=1, max_length=32, pattern=TAG_PATTERN)]
+
+
+class RequestConstraints(WireModel):
+    """Hard constraints on the nodes this request may use (docs/ROUTING.md, Routing rules):
+    never broken, not by a retry, a recovery's hold or an emergency."""
+
+    allowed_regions: list[Region] = Field(default_factory=list, max_length=50)
+    excluded_regions: list[Region] = Field(default_factory=list, max_length=50)
+    required_tags: list[Tag] = Field(default_factory=list, max_length=20)
+    excluded_nodes: list[Annotated[str, Name]] = Field(default_factory=list, max_length=50)
+
+    def to_constraints(self) -> Constraints:
+        """The routing value."""
+        return Constraints(
+            allowed_regions=frozenset(self.allowed_regions),
+            excluded_regions=frozenset(self.excluded_regions),
+            required_tags=frozenset(self.required_tags),
+            excluded_nodes=frozenset(self.excluded_nodes),
+        )
+
+
 class RoutingContext(WireModel):
     """How to route: metadata, budget, performance and an optional strategy preference."""
 
@@ -47,6 +71,7 @@ class RoutingContext(WireModel):
     # A retry: the nodes this request already failed on. Routing avoids them while another
     # node is healthy, and healthy nodes come first (docs/ROUTING.md, Retries).
     failed_providers: list[Annotated[str, Name]] = Field(default_factory=list, max_length=20)
+    constraints: RequestConstraints = RequestConstraints()
 
 
 class BackendAgentContext(WireModel):

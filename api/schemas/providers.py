@@ -88,6 +88,11 @@ class ProviderView(ResponseModel):
     region: str
     enabled: bool
     emergency_only: bool
+    # Routing rules (docs/ROUTING.md): what requests may require, the operations it serves
+    # (None: all) and its share of volume among equally good nodes.
+    tags: list[str] = []
+    operations: list[str] | None = None
+    weight: float = 1.0
     catalog: CatalogFigures
     health: LiveHealth
     breaker: BreakerView
@@ -96,9 +101,13 @@ class ProviderView(ResponseModel):
 
 
 class ProviderList(ResponseModel):
-    """Every provider node, in catalog order."""
+    """Every provider node, in catalog order, and the services' default constraints."""
 
     providers: list[ProviderView]
+    # service -> operation -> {allowedRegions, excludedRegions, requiredTags, excludedNodes}:
+    # the catalog's hard constraints, which a client deciding without Switchyard must keep.
+    constraints: dict[str, dict[str, dict[str, list[str]]]] = {}
+    catalog_revision: int = 0
 
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]

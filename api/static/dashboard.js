@@ -252,7 +252,8 @@
       renderActive();
     }
     if (type.startsWith("recovery_") || type.startsWith("emergency_")) soon("active", loadActive);
-    if (type.startsWith("breaker_") || type === "prediction_fired" || type.startsWith("recovery_")) {
+    if (type.startsWith("breaker_") || type === "prediction_fired" || type.startsWith("recovery_") ||
+        type === "catalog_changed") {
       soon("providers", loadProviders);
     }
     if (type === "enhanced_coordination_completed" || type === "recovery_route_applied") {

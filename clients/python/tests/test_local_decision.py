@@ -128,3 +128,36 @@ def test_outcome_answers_refresh_the_copy() -> None:
     assert decide(copy) == SECONDARY
     closed = copy.with_outcome_figures([{"nodeId": PRIMARY, "breakerState": "CLOSED"}], NOW)
     assert closed.services["stripe"][0].open_until is None
+
+
+def test_hard_constraints_hold_when_deciding_locally() -> None:
+    answer = providers_answer(stripe())
+    for view in answer["data"]["providers"]:
+        view["tags"] = ["pci", "tokenized"] if view["nodeId"] == SECONDARY else ["pci"]
+        view["region"] = "us-west-2" if view["nodeId"] == SECONDARY else "us-east-1"
+    answer["data"]["constraints"] = {"stripe": {"refund": {"excludedNodes": [SECONDARY]}}}
+    copy = catalog_copy(answer, None, NOW)
+    assert decide(copy, required_tags=["tokenized"]) == SECONDARY
+    assert decide(copy, allowed_regions=["us-west-2"]) == SECONDARY
+    assert decide(copy, excluded_nodes=[PRIMARY]) == SECONDARY
+    # Even when the node the constraint leaves has failed, nothing else is chosen.
+    with pytest.raises(SwitchyardError, match="region_not_allowed"):
+        decide(copy, allowed_regions=["eu-west-1"])
+    # The catalog's defaults for an operation hold as the request's own do.
+    refund = routing_request("stripe", "refund", {"excluded_nodes": []})
+    decision = _decide(copy, refund, None, LocalEvidence(), NOW, "test")
+    assert decision.node_id == PRIMARY
+    down = catalog_copy(providers_answer(stripe(**{PRIMARY: {"enabled": False}})), None, NOW)
+    down = CatalogCopy(down.services, down.emergencies, NOW, answer["data"]["constraints"])
+    with pytest.raises(SwitchyardError, match="node_excluded"):
+        _decide(down, refund, None, LocalEvidence(), NOW, "test")
+
+
+def test_constraints_go_to_the_server_in_its_names() -> None:
+    request = routing_request(
+        "stripe", "payment_processing", {"allowed_regions": ["eu-west-1"], "required_tags": {"pci"}}
+    )
+    assert request.body["routingContext"]["constraints"] == {
+        "allowedRegions": ["eu-west-1"],
+        "requiredTags": ["pci"],
+    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,9 @@ class NodeFigures:
     # While OPEN: until when (monotonic); infinite when held open by an operator.
     open_until: float | None
     admitted_share: float
+    region: str = ""
+    tags: frozenset[str] = frozenset()
+    operations: frozenset[str] | None = None  # the operations it serves; None: all
 
     def breaker_at(self, now: float) -> str:
         """The breaker's state at `now`: an OPEN breaker whose break is over is HALF_OPEN."""
@@ -52,6 +55,9 @@ class CatalogCopy:
     services: Mapping[str, tuple[NodeFigures, ...]]
     emergencies: Mapping[str, float]  # service -> end of its emergency (monotonic)
     taken_at: float
+    # service -> operation -> the catalog's default constraints (wire names), hard as the
+    # request's own.
+    constraints: Mapping[str, Mapping[str, Mapping[str, list[str]]]] = field(default_factory=dict)
 
     def emergency_active(self, service: str, now: float) -> bool:
         """Whether an emergency of `service` that the copy knows of is still on at `now`."""
@@ -106,6 +112,7 @@ def catalog_copy(
         services={service: tuple(nodes) for service, nodes in services.items()},
         emergencies=_emergencies(coordinations, now) if coordinations is not None else {},
         taken_at=now,
+        constraints=providers["data"].get("constraints") or {},
     )
 
 
@@ -134,6 +141,13 @@ def _node(view: Mapping[str, Any], position: int, now: float) -> NodeFigures:
         breaker_state=state,
         open_until=open_until,
         admitted_share=float(health.get("admittedShare", 1.0)),
+        region=str(view.get("region", "")),
+        tags=frozenset(str(t) for t in view.get("tags") or ()),
+        operations=(
+            frozenset(str(o) for o in view["operations"])
+            if view.get("operations") is not None
+            else None
+        ),
     )
 
 

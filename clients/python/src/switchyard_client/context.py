@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -21,6 +21,11 @@ FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "current_throughput": (("routingContext", "performanceContext"), "currentThroughput"),
     "target_throughput": (("routingContext", "performanceContext"), "targetThroughput"),
     "preferred_strategy": (_ROUTING, "preferredStrategy"),
+    # Hard constraints: never broken, by Switchyard or by a local decision.
+    "allowed_regions": (("routingContext", "constraints"), "allowedRegions"),
+    "excluded_regions": (("routingContext", "constraints"), "excludedRegions"),
+    "required_tags": (("routingContext", "constraints"), "requiredTags"),
+    "excluded_nodes": (("routingContext", "constraints"), "excludedNodes"),
     "failed_providers": (_ROUTING, "failedProviders"),
     "error_stream_id": (("backendAgentContext",), "errorStreamId"),
     "monitoring_session_id": (("backendAgentContext",), "monitoringSessionId"),
@@ -38,6 +43,33 @@ MAX_FAILED_PROVIDERS = 20
 
 
 @dataclass(frozen=True)
+class Constraints:
+    """A request's hard constraints (an empty set constrains nothing)."""
+
+    allowed_regions: frozenset[str] = frozenset()
+    excluded_regions: frozenset[str] = frozenset()
+    required_tags: frozenset[str] = frozenset()
+    excluded_nodes: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, context: Mapping[str, object]) -> Constraints:
+        """The constraints the routing context names."""
+
+        def names(key: str) -> frozenset[str]:
+            value = context.get(key) or ()
+            if isinstance(value, str):
+                raise TypeError(f"{key} takes a list, not a string")
+            return frozenset(_strings(value))
+
+        return cls(
+            names("allowed_regions"),
+            names("excluded_regions"),
+            names("required_tags"),
+            names("excluded_nodes"),
+        )
+
+
+@dataclass(frozen=True)
 class RoutingRequest:
     """One decision to make: the wire body, and what a local decision needs of it."""
 
@@ -48,6 +80,7 @@ class RoutingRequest:
     request_id: str | None
     cost_per_request_limit: float | None
     remaining_budget: float | None
+    constraints: Constraints = field(default_factory=lambda: Constraints())
 
 
 def check_context(context: Mapping[str, object]) -> None:
@@ -78,7 +111,11 @@ def routing_request(
         block = body
         for key in blocks:
             block = block.setdefault(key, {})
-        block[wire] = value.value if isinstance(value, Enum) else value
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, set | frozenset | tuple):
+            value = list(value)
+        block[wire] = value
     if failed_providers:
         body.setdefault("routingContext", {})["failedProviders"] = list(failed_providers)
     return RoutingRequest(
@@ -89,12 +126,13 @@ def routing_request(
         request_id=_optional_str(context.get("request_id")),
         cost_per_request_limit=_optional_float(context.get("cost_per_request_limit")),
         remaining_budget=_optional_float(context.get("remaining_budget")),
+        constraints=Constraints.of(context),
     )
 
 
 def _strings(values: object) -> list[str]:
     if not isinstance(values, Iterable):
-        raise TypeError("failed_providers takes a list of node ids")
+        raise TypeError("expected a list of names")
     return [str(value) for value in values]
 
 

@@ -4,7 +4,10 @@ Rules, in order (clients/python/README.md, "When Switchyard is down"):
 
 1. The candidates are the service's nodes in the catalog copy (only those with a handler,
    for `call()`). Without a copy of the service, the handlers' order decides.
-2. Never a disabled node, never a node whose breaker is OPEN (an OPEN breaker whose break is
+2. Never a node that breaks a hard constraint: one that does not serve the operation, or that
+   the catalog's default constraints for the operation or the request's own constraints
+   (`allowed_regions`, `excluded_regions`, `required_tags`, `excluded_nodes`) rule out.
+   Never a disabled node, never a node whose breaker is OPEN (an OPEN breaker whose break is
    over counts as HALF_OPEN, as on the server), never an emergency-only node unless the copy
    knows of an emergency of the service that is still on; never a node above the request's
    `cost_per_request_limit` or `remaining_budget`.
@@ -109,6 +112,9 @@ def decide_locally(
 def _exclusion(
     node: NodeFigures, copy: CatalogCopy, request: RoutingRequest, now: float
 ) -> str | None:
+    broken = _broken_constraint(node, copy, request)
+    if broken is not None:
+        return broken
     if not node.enabled:
         return "disabled"
     if node.breaker_at(now) == "OPEN":
@@ -121,6 +127,36 @@ def _exclusion(
     remaining = request.remaining_budget
     if remaining is not None and node.cost > remaining:
         return "budget_exhausted"
+    return None
+
+
+def _broken_constraint(node: NodeFigures, copy: CatalogCopy, request: RoutingRequest) -> str | None:
+    """The hard constraint the node breaks, as Switchyard's exclusion reason; None if none."""
+    if node.operations is not None and request.operation not in node.operations:
+        return "operation_not_served"
+    defaults = copy.constraints.get(request.service, {}).get(request.operation, {})
+    for excluded, allowed, banned, tags in (
+        (
+            frozenset(defaults.get("excludedNodes", ())),
+            frozenset(defaults.get("allowedRegions", ())),
+            frozenset(defaults.get("excludedRegions", ())),
+            frozenset(defaults.get("requiredTags", ())),
+        ),
+        (
+            request.constraints.excluded_nodes,
+            request.constraints.allowed_regions,
+            request.constraints.excluded_regions,
+            request.constraints.required_tags,
+        ),
+    ):
+        if node.node_id in excluded:
+            return "node_excluded"
+        if allowed and node.region not in allowed:
+            return "region_not_allowed"
+        if node.region in banned:
+            return "region_excluded"
+        if not tags <= node.tags:
+            return "tag_missing"
     return None
 
 
