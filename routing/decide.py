@@ -103,7 +103,8 @@ def decide(
         emergency_active,
         override.strategy if override is not None else None,
     )
-    node = eligible[choose_index(strategy, eligible, figures, emergency_active, request)]
+    weighted = service in snapshot.weighted
+    node = eligible[choose_index(strategy, eligible, figures, emergency_active, request, weighted)]
     live = effective_health(node, health)
     return RoutingDecision(
         node=node,

@@ -66,12 +66,27 @@ def admission_bucket(node_id: str, request_id: str) -> float:
     return _bucket(node_id, request_id)
 
 
+# Distinct (service, operation, constraints) a snapshot remembers; more are computed each time.
+CONSTRAINED_MEMO = 4096
+
+
 def constrain_request(request: RoutingRequest, snapshot: RoutingSnapshot) -> Constrained:
     """The service's nodes that the request's hard constraints allow (routing/rules.py).
 
     UnknownService when the service is not in the catalog. An empty operation is the service
     as a whole (a recovery's plan): no operation or catalog default applies to it.
     """
+    key = (request.service, request.operation, request.constraints)
+    memo = snapshot.constrained
+    found: Constrained | None = memo.get(key)
+    if found is None:
+        found = _constrain(request, snapshot)
+        if len(memo) < CONSTRAINED_MEMO:
+            memo[key] = found
+    return found
+
+
+def _constrain(request: RoutingRequest, snapshot: RoutingSnapshot) -> Constrained:
     nodes = service_nodes(snapshot, request.service)
     operation = request.operation
     rules = snapshot.rules.get(request.service)
@@ -82,6 +97,7 @@ def constrain_request(request: RoutingRequest, snapshot: RoutingSnapshot) -> Con
         defaults or NO_CONSTRAINTS,
         request.constraints,
         service=request.service,
+        restricted=request.service in snapshot.restricted,
     )
 
 

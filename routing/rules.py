@@ -45,6 +45,11 @@ def serves(node: ProviderNode, operation: str) -> bool:
     return node.operations is None or not operation or operation in node.operations
 
 
+# Where each check sits in the order of application (module docstring): the operation,
+# then the four constraints of the service's defaults, then the four of the request's.
+_FIELDS = ("excludedNodes", "allowedRegions", "excludedRegions", "requiredTags")
+
+
 def constrain(
     nodes: Sequence[ProviderNode],
     operation: str,
@@ -52,110 +57,80 @@ def constrain(
     requested: Constraints,
     *,
     service: str = "",
+    restricted: bool = True,
 ) -> Constrained:
     """The nodes that satisfy the operation, the service's defaults and the request's
-    constraints, in that order (module docstring)."""
-    if not requested and not defaults and all(n.operations is None for n in nodes):
+    constraints, in that order (module docstring). `restricted=False` says no node of the
+    service lists its operations (RoutingSnapshot.restricted), which spares the check."""
+    layers = [
+        (source, constraints)
+        for source, constraints in (
+            (f"catalog: {service}.constraints.{operation}", defaults),
+            ("routingContext.constraints", requested),
+        )
+        if constraints
+    ]
+    check_operation = restricted and bool(operation)
+    if not layers and not check_operation:
         return Constrained(tuple(nodes))
-    kept = list(nodes)
+    kept: list[ProviderNode] = []
     exclusions: list[Exclusion] = []
-    emptied_by: str | None = None
+    last_stage, emptied_by = -1, None
+    for node in nodes:
+        broken = _first_broken(node, operation, check_operation, layers)
+        if broken is None:
+            kept.append(node)
+            continue
+        stage, name, exclusion = broken
+        exclusions.append(exclusion)
+        # The constraints narrow in order: the set is emptied by the last one to drop a node.
+        if stage > last_stage:
+            last_stage, emptied_by = stage, name
+    return Constrained(tuple(kept), tuple(exclusions), None if kept else emptied_by)
 
-    def narrow(keep: list[ProviderNode], dropped: list[Exclusion], name: str) -> None:
-        nonlocal kept, emptied_by
-        if dropped and not keep and emptied_by is None:
-            emptied_by = name
-        kept = keep
-        exclusions.extend(dropped)
 
-    served = [n for n in kept if serves(n, operation)]
-    narrow(
-        served,
-        [
+def _first_broken(
+    node: ProviderNode,
+    operation: str,
+    check_operation: bool,
+    layers: list[tuple[str, Constraints]],
+) -> tuple[int, str, Exclusion] | None:
+    """(stage, constraint name, exclusion) of the first constraint the node breaks."""
+    if check_operation and not serves(node, operation):
+        served = ", ".join(sorted(node.operations or ()))
+        return (
+            0,
+            "operation",
             Exclusion(
-                n.node_id,
+                node.node_id,
                 ExclusionReason.OPERATION_NOT_SERVED,
-                f"serves {', '.join(sorted(n.operations or ()))}, not {operation!r}",
+                f"serves {served}, not {operation!r}",
+            ),
+        )
+    for index, (source, c) in enumerate(layers):
+        stage = 1 + 4 * index
+        if node.node_id in c.excluded_nodes:
+            reason, detail = ExclusionReason.NODE_EXCLUDED, f"excluded by {source}.excludedNodes"
+        elif c.allowed_regions and node.region not in c.allowed_regions:
+            stage += 1
+            reason = ExclusionReason.REGION_NOT_ALLOWED
+            detail = f"region {node.region} not in {source}.allowedRegions"
+        elif node.region in c.excluded_regions:
+            stage += 2
+            reason = ExclusionReason.REGION_EXCLUDED
+            detail = f"region {node.region} in {source}.excludedRegions"
+        elif c.required_tags and not c.required_tags <= node.tags:
+            stage += 3
+            missing = ", ".join(sorted(c.required_tags - node.tags))
+            reason, detail = (
+                ExclusionReason.TAG_MISSING,
+                f"lacks tag {missing} ({source}.requiredTags)",
             )
-            for n in kept
-            if not serves(n, operation)
-        ],
-        "operation",
-    )
-    for source, constraints in (
-        (f"catalog: {service}.constraints.{operation}", defaults),
-        ("routingContext.constraints", requested),
-    ):
-        if constraints:
-            for name, keep, dropped in _checks(kept, constraints, source):
-                narrow(keep, dropped, f"{source}.{name}")
-    return Constrained(tuple(kept), tuple(exclusions), emptied_by)
-
-
-def _checks(
-    nodes: list[ProviderNode], constraints: Constraints, source: str
-) -> list[tuple[str, list[ProviderNode], list[Exclusion]]]:
-    """Each constraint set in `constraints`, applied in turn: (field, kept, dropped)."""
-    steps: list[tuple[str, list[ProviderNode], list[Exclusion]]] = []
-    current = nodes
-
-    def step(name: str, broken: list[tuple[ProviderNode, ExclusionReason, str]]) -> None:
-        nonlocal current
-        dropped = {node.node_id for node, _, _ in broken}
-        current = [n for n in current if n.node_id not in dropped]
-        exclusions = [Exclusion(n.node_id, reason, detail) for n, reason, detail in broken]
-        steps.append((name, current, exclusions))
-
-    if constraints.excluded_nodes:
-        step(
-            "excludedNodes",
-            [
-                (n, ExclusionReason.NODE_EXCLUDED, f"excluded by {source}.excludedNodes")
-                for n in current
-                if n.node_id in constraints.excluded_nodes
-            ],
-        )
-    if constraints.allowed_regions:
-        step(
-            "allowedRegions",
-            [
-                (
-                    n,
-                    ExclusionReason.REGION_NOT_ALLOWED,
-                    f"region {n.region} not in {source}.allowedRegions",
-                )
-                for n in current
-                if n.region not in constraints.allowed_regions
-            ],
-        )
-    if constraints.excluded_regions:
-        step(
-            "excludedRegions",
-            [
-                (
-                    n,
-                    ExclusionReason.REGION_EXCLUDED,
-                    f"region {n.region} in {source}.excludedRegions",
-                )
-                for n in current
-                if n.region in constraints.excluded_regions
-            ],
-        )
-    if constraints.required_tags:
-        step(
-            "requiredTags",
-            [
-                (
-                    n,
-                    ExclusionReason.TAG_MISSING,
-                    f"lacks tag {', '.join(sorted(constraints.required_tags - n.tags))} "
-                    f"({source}.requiredTags)",
-                )
-                for n in current
-                if not constraints.required_tags <= n.tags
-            ],
-        )
-    return steps
+        else:
+            continue
+        name = f"{source}.{_FIELDS[(stage - 1) % 4]}"
+        return stage, name, Exclusion(node.node_id, reason, detail)
+    return None
 
 
 def weighted_pick(

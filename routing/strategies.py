@@ -150,10 +150,14 @@ def choose_index(
     figures: Sequence[Figures],
     emergency_active: bool,
     request: RoutingRequest,
+    weighted: bool = True,
 ) -> int:
     """`best_index`, or with unequal node weights a weighted pick among the nodes the
-    strategy rates within WEIGHT_TOLERANCE of the best (routing/rules.py)."""
+    strategy rates within WEIGHT_TOLERANCE of the best (routing/rules.py). `weighted=False`
+    says the service's nodes all weigh the same (RoutingSnapshot.weighted)."""
     best = best_index(strategy, nodes, figures, emergency_active)
+    if not weighted:
+        return best
     first = nodes[0].weight
     if all(node.weight == first for node in nodes):
         return best

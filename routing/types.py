@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Strategy(StrEnum):
@@ -206,6 +207,25 @@ class RoutingSnapshot:
     version: int = 0
     rules: Mapping[str, ServiceRules] = field(default_factory=dict)  # service -> catalog rules
     catalog_revision: int = 0
+    # Derived once per snapshot, so a decision on a service without routing rules pays
+    # nothing for them: services with a node that serves only some operations, and services
+    # whose nodes' weights differ.
+    restricted: frozenset[str] = field(init=False, default=frozenset(), compare=False, repr=False)
+    weighted: frozenset[str] = field(init=False, default=frozenset(), compare=False, repr=False)
+    # What the routing rules leave of a service, memoised per (service, operation, request
+    # constraints): it depends on the catalog alone, which a snapshot never changes, and
+    # callers send the same few constraints again and again (routing/eligibility.py).
+    constrained: dict[Any, Any] = field(init=False, default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        restricted, weighted = [], []
+        for service, nodes in self.nodes.items():
+            if any(node.operations is not None for node in nodes):
+                restricted.append(service)
+            if len({node.weight for node in nodes}) > 1:
+                weighted.append(service)
+        object.__setattr__(self, "restricted", frozenset(restricted))
+        object.__setattr__(self, "weighted", frozenset(weighted))
 
     def services(self) -> tuple[str, ...]:
         """Service names in catalog order."""
