@@ -20,7 +20,15 @@ from api.auth import Role
 from store.base import utcnow
 from store.catalog import CatalogSpec
 from store.db import transaction
-from store.models import AuditEntry, CatalogRevision, Event, ProviderNodeRow, RoutingOverrideRow
+from store.models import (
+    AuditEntry,
+    BudgetSpend,
+    CatalogRevision,
+    Event,
+    NodeHealthRow,
+    ProviderNodeRow,
+    RoutingOverrideRow,
+)
 from switchyard import settings as settings_module
 from switchyard.cli import app as cli
 from switchyard.settings import Settings
@@ -367,3 +375,26 @@ def test_the_catalog_read_and_the_revisions_agree(
     assert CatalogSpec.model_validate(revision.content) == CatalogSpec.model_validate(
         view["catalog"]
     )
+
+
+def test_a_change_leaves_the_live_state_of_other_nodes_alone(
+    api_client: TestClient, auth: Auth, sessions: sessionmaker[Session]
+) -> None:
+    headers = auth(Role.incident_commander)
+    command = {"state": "OPEN", "reason": "maintenance"}
+    api_client.post(f"{BASE}/providers/{SECONDARY}/breaker", json=command, headers=headers)
+    assert decide(api_client, auth(Role.operator)).status_code == 200  # spends budget
+    with sessions() as session:
+        before = session.get(NodeHealthRow, SECONDARY)
+        spent = session.scalar(select(BudgetSpend.spent))
+        assert before is not None
+        state = (before.breaker_state, before.breaker_forced, before.updated_at)
+    price = api_client.patch(
+        f"{BASE}/providers/{PRIMARY}", json={"costPerRequest": 0.03}, headers=auth(Role.admin)
+    )
+    assert price.status_code == 200
+    with sessions() as session:
+        after = session.get(NodeHealthRow, SECONDARY)
+        assert after is not None
+        assert (after.breaker_state, after.breaker_forced, after.updated_at) == state
+        assert session.scalar(select(BudgetSpend.spent)) == spent
