@@ -15,6 +15,7 @@ from api.errors import install_error_handlers
 from api.events_hub import build_events_hub
 from api.metrics import install_metrics
 from api.paths import PREFIX
+from api.receipt_sealer import ReceiptSealer
 from api.routes import (
     analytics,
     audit,
@@ -64,6 +65,7 @@ def build_runtime(settings: Settings) -> ApiRuntime:
         sessions=sessions,
         snapshot=snapshot,
         decisions=decisions,
+        receipts=ReceiptSealer(sessions),
     )
 
 
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
             prepare_store(resolved)
         runtime = build_runtime(resolved)
         app.state.runtime = runtime
+        runtime.receipts.start()
         # Live events: app.state.events_hub also tells metrics its `clients` and `delivered`.
         hub = app.state.events_hub = build_events_hub(runtime)
         try:

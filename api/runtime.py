@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from api.decision_writer import DecisionWriter
+from api.receipt_sealer import ReceiptSealer
 from api.snapshot import SnapshotCache
 from switchyard.settings import Settings
 from temporal_client.client import connect
@@ -27,6 +28,7 @@ class ApiRuntime:
     sessions: sessionmaker[Session]
     snapshot: SnapshotCache
     decisions: DecisionWriter
+    receipts: ReceiptSealer
     _temporal: Client | None = None
     _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -42,5 +44,6 @@ class ApiRuntime:
     async def close(self) -> None:
         """Finish the queued decisions, stop background work and release connections."""
         await self.decisions.stop()
+        await self.receipts.stop()
         self.snapshot.stop()
         self.engine.dispose()

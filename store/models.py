@@ -305,6 +305,22 @@ class AppliedEffect(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AuditReceipt(Base):
+    """A high-volume write's audit record, until sealed into the chain (store/receipts.py)."""
+
+    __tablename__ = "audit_receipts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    principal: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(100))
+    resource: Mapped[str] = mapped_column(String(300))
+    request_id: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class AuditEntry(Base):
     """An append-only audit record, hash-chained to the previous entry."""
 

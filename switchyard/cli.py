@@ -135,11 +135,13 @@ def audit_verify() -> None:
     """Re-compute the audit chain; name the first broken entry and exit 1 if there is one."""
     from store.audit import verify_chain
     from store.db import make_engine, make_session_factory
+    from store.receipts import pending_receipts
 
     engine = make_engine(_settings().database_url)
     try:
         with make_session_factory(engine)() as session:
             report = verify_chain(session)
+            pending = pending_receipts(session)
     finally:
         engine.dispose()
     if report.broken is not None:
@@ -151,6 +153,8 @@ def audit_verify() -> None:
         )
         raise typer.Exit(1)
     typer.echo(f"audit chain verified: {report.checked} entries, head {report.head_hash}")
+    if pending:
+        typer.echo(f"{pending} receipt(s) of outcome batches wait to be sealed into it")
 
 
 @keys_app.command("rotate")

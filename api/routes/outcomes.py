@@ -1,9 +1,10 @@
 """POST outcomes: clients report how their calls went; health and breakers follow at once.
 
 The batch, the node health it implies, breaker transitions and their events, and the batch's
-audit entry (its size, what it recorded and the SHA-256 of its body) commit in one transaction
-before the 202 answer. Recoveries for degraded nodes are started by the worker's HealthSweep,
-never here: ingestion does not wait on Temporal.
+audit receipt (its size, what it recorded and the SHA-256 of its body; sealed into the audit
+chain within a second, store/receipts.py) commit in one transaction before the 202 answer.
+Recoveries for degraded nodes are started by the worker's HealthSweep, never here: ingestion
+does not wait on Temporal.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from api.schemas.outcomes import (
     OutcomeNode,
 )
 from store.audit import AuditRecord
-from store.audit import append as append_audit
 from store.base import utcnow
 from store.db import transaction
 from store.health import monitoring_config
 from store.ledger import apply_once
 from store.outcomes import IngestResult, OutcomeReport, record_outcomes
+from store.receipts import record_receipt
 
 router = APIRouter(tags=["monitoring"], route_class=DirectRoute)
 ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 409, 422)}
@@ -147,7 +148,7 @@ async def post_outcomes(body: OutcomeBatch, principal: Reporter, request: Reques
     def record(session: Session) -> dict[str, Any]:
         """The batch and its audit entry, in one transaction; the answer's data."""
         data = _result(record_outcomes(session, reports, now, config))
-        append_audit(session, [audit])
+        record_receipt(session, audit, now)
         return data
 
     if idempotency_key is None:

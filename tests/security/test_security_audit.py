@@ -28,7 +28,10 @@ from store.audit import (
     hashed_fields,
     verify_chain,
 )
+from store.base import utcnow
+from store.db import transaction
 from store.models import AuditEntry, BudgetSpend, Coordination, Outcome
+from store.receipts import pending_receipts, record_receipt, seal_receipts
 from switchyard import settings as settings_module
 from switchyard.cli import app as cli
 
@@ -282,11 +285,11 @@ def test_an_outcome_batch_whose_entry_cannot_be_written_is_not_recorded(
     sessions: sessionmaker[Session],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A batch's entry goes in the batch's own transaction: no entry, no outcomes.
+    # A batch's receipt goes in the batch's own transaction: no receipt, no outcomes.
     def refuse(*_: object) -> None:
         raise OperationalError("INSERT INTO audit_log", {}, Exception("audit database gone"))
 
-    monkeypatch.setattr("api.routes.outcomes.append_audit", refuse)
+    monkeypatch.setattr("api.routes.outcomes.record_receipt", refuse)
     report = {"nodeId": "stripe_primary_us_east", "success": True, "latencyMs": 120.0}
     response = api_client.post(OUTCOMES, json={"outcomes": [report]}, headers=auth(Role.operator))
     assert response.status_code == 503, response.text
@@ -305,18 +308,68 @@ def test_an_outcome_batch_is_audited_once_with_its_size_and_digest(
         for n in range(40)
     ]
     body = json.dumps({"outcomes": reports}).encode()
-    headers = {**auth(Role.operator), "Content-Type": "application/json"}
+    headers = {**auth(Role.operator), "Content-Type": "application/json", "X-Request-ID": "b-1"}
     response = api_client.post(OUTCOMES, content=body, headers=headers)
     assert response.status_code == 202, response.text
+    runtime = api_client.app.state.runtime  # type: ignore[attr-defined]
+    runtime.receipts.seal()  # the API seals every second; here, now
     with sessions() as session:
         entry = session.scalars(select(AuditEntry)).one()
         report = verify_chain(session)
+        assert pending_receipts(session) == 0
     assert report.ok
-    assert (entry.action, entry.resource) == ("POST /outcomes", OUTCOMES)
-    assert entry.outcome == "202"
-    assert entry.detail["accepted"] == 40 and entry.detail["failed"] == 4
-    # Tamper-evident: the entry names exactly the bytes the caller sent.
-    assert entry.detail["sha256"] == hashlib.sha256(body).hexdigest()
+    assert (entry.action, entry.resource, entry.outcome) == ("POST /outcomes", OUTCOMES, "202")
+    assert entry.detail["sealed"] == 1
+    [batch] = entry.detail["batches"]
+    assert (batch["requestId"], batch["accepted"], batch["failed"]) == ("b-1", 40, 4)
+    # Tamper-evident: the chain names exactly the bytes the caller sent.
+    assert batch["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_receipts_are_sealed_once_per_principal_and_second(
+    clean_store: Engine, sessions: sessionmaker[Session]
+) -> None:
+    at = utcnow()
+    with transaction(sessions) as session:
+        for n in range(250):
+            record = AuditRecord(
+                principal="checkout" if n % 5 else "billing",
+                role="operator",
+                action="POST /outcomes",
+                resource="/outcomes",
+                request_id=f"r{n}",
+                outcome="202",
+                detail={"accepted": 100, "failed": n % 3, "sha256": f"{n:064x}"},
+            )
+            record_receipt(session, record, at)
+    # Two sealers at once (two API processes): every receipt sealed exactly once.
+    results: list[int] = []
+
+    def seal() -> None:
+        with transaction(sessions) as session:
+            results.append(seal_receipts(session, before=utcnow()))
+
+    threads = [threading.Thread(target=seal) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with transaction(sessions) as session:
+        results.append(seal_receipts(session, before=utcnow()))
+    assert sum(results) == 250
+    with sessions() as session:
+        assert verify_chain(session).ok
+        entries = session.scalars(select(AuditEntry)).all()
+        assert pending_receipts(session) == 0
+    sealed = [b["requestId"] for e in entries for b in e.detail["batches"]]
+    assert sorted(sealed) == sorted(f"r{n}" for n in range(250))
+    # Entries group a principal's receipts (at most 100 each); concurrent sealers may each take
+    # part of a second's receipts, so the split varies, the totals do not.
+    assert all(e.detail["sealed"] == len(e.detail["batches"]) <= 100 for e in entries)
+    totals: dict[str, int] = {}
+    for entry in entries:
+        totals[entry.principal] = totals.get(entry.principal, 0) + entry.detail["sealed"]
+    assert totals == {"billing": 50, "checkout": 200}
 
 
 def test_a_database_outage_answer_is_not_replaced_by_audit_unavailable(
