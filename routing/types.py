@@ -196,6 +196,15 @@ class ServiceRules:
 
 
 @dataclass(frozen=True, slots=True)
+class IncidentGuard:
+    """An open incident whose blast radius holds a service: its decisions are protected
+    against retry storms and budget burn (routing/incidents.py)."""
+
+    incident_id: str
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingSnapshot:
     """Everything a decision depends on besides the request and the clock."""
 
@@ -207,6 +216,10 @@ class RoutingSnapshot:
     version: int = 0
     rules: Mapping[str, ServiceRules] = field(default_factory=dict)  # service -> catalog rules
     catalog_revision: int = 0
+    # The catalog's consumer graph: internal service -> the services it uses.
+    consumers: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Services in an open incident's blast radius -> the incident guarding them.
+    incidents: Mapping[str, IncidentGuard] = field(default_factory=dict)
     # Derived once per snapshot, so a decision on a service without routing rules pays
     # nothing for them: services with a node that serves only some operations, and services
     # whose nodes' weights differ.

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from routing.incidents import ConsumerGraph
 from routing.types import BudgetPeriod, Constraints, ProviderNode, ServiceRules
 
 # Lower-case words joined by hyphens, as cloud regions are written (us-east-1, eu-west, global).
@@ -155,10 +156,19 @@ class ServiceSpec(_Model):
         return ServiceRules({op: spec.to_constraints() for op, spec in self.constraints.items()})
 
 
+class ConsumerSpec(_Model):
+    """An internal service (not routed by Switchyard) and the services it uses: an error of
+    a service it uses cascades to it (docs/INCIDENTS.md)."""
+
+    description: str = ""
+    uses: list[str] = Field(min_length=1, max_length=50)
+
+
 class CatalogSpec(_Model):
     """The whole catalog."""
 
     services: dict[str, ServiceSpec] = Field(min_length=1)
+    consumers: dict[str, ConsumerSpec] = Field(default_factory=dict)
 
     @field_validator("services")
     @classmethod
@@ -173,6 +183,21 @@ class CatalogSpec(_Model):
                     )
                 seen[node.id] = service
         return services
+
+    @model_validator(mode="after")
+    def _consumer_graph(self) -> CatalogSpec:
+        for name in self.consumers:
+            _checked(name, NAME_PATTERN, "consumer name")
+            if name in self.services:
+                raise ValueError(f"consumers.{name}: a service of the catalog has that name")
+        self.consumer_graph()  # unknown services and cycles, named
+        return self
+
+    def consumer_graph(self) -> ConsumerGraph:
+        """The consumer graph, checked (ConsumerGraphError naming the consumer)."""
+        return ConsumerGraph.of(
+            {name: spec.uses for name, spec in self.consumers.items()}, self.services
+        )
 
     def document(self) -> dict[str, Any]:
         """The catalog as it is written in a file: camelCase, defaults left out."""
@@ -307,6 +332,8 @@ class CatalogChange:
             return f"+ {subject}"
         if self.kind == "removed":
             return f"- {subject}" + (" (disabled, history kept)" if self.node_id else "")
+        if self.field == "consumer":
+            return f"~ {subject}: {_show(self.old)} -> {_show(self.new)}"
         return f"~ {subject}: {self.field} {_show(self.old)} -> {_show(self.new)}"
 
 
@@ -357,6 +384,21 @@ def _changes(live: CatalogSpec, wanted: CatalogSpec) -> Iterator[CatalogChange]:
     for service in live.services:
         if service not in wanted.services:
             yield CatalogChange("removed", service)
+    yield from _consumer_changes(live, wanted)
+
+
+def _consumer_changes(live: CatalogSpec, wanted: CatalogSpec) -> Iterator[CatalogChange]:
+    for name, consumer in wanted.consumers.items():
+        before = live.consumers.get(name)
+        if before is None:
+            yield CatalogChange("added", name, field="consumer")
+        elif before != consumer:
+            old = before.model_dump(mode="json", exclude_defaults=True)
+            new = consumer.model_dump(mode="json", exclude_defaults=True)
+            yield CatalogChange("changed", name, None, "consumer", old, new)
+    for name in live.consumers:
+        if name not in wanted.consumers:
+            yield CatalogChange("removed", name, field="consumer")
 
 
 def _service_changes(

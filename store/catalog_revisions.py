@@ -16,7 +16,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.base import utcnow
-from store.catalog import CatalogChange, CatalogSpec, NodeSpec, ServiceSpec, catalog_changes
+from store.catalog import (
+    CatalogChange,
+    CatalogSpec,
+    ConsumerSpec,
+    NodeSpec,
+    ServiceSpec,
+    catalog_changes,
+)
 from store.events import publish, snapshot_changed
 from store.models import (
     CatalogRevision,
@@ -24,6 +31,7 @@ from store.models import (
     NodeHealthRow,
     ProviderNodeRow,
     ProviderService,
+    ServiceConsumer,
 )
 from store.snapshot import load_overrides
 
@@ -90,7 +98,11 @@ def live_catalog(session: Session) -> CatalogSpec | None:
     by_service: dict[str, list[NodeSpec]] = {s.name: [] for s in services}
     for row in nodes:
         by_service[row.service].append(_node_spec(row))
+    consumers = session.scalars(select(ServiceConsumer).order_by(ServiceConsumer.position)).all()
     return CatalogSpec(
+        consumers={
+            c.name: ConsumerSpec(description=c.description, uses=list(c.uses)) for c in consumers
+        },
         services={
             s.name: ServiceSpec.model_validate(
                 {
@@ -102,7 +114,7 @@ def live_catalog(session: Session) -> CatalogSpec | None:
             )
             for s in services
             if by_service[s.name]
-        }
+        },
     )
 
 
@@ -212,12 +224,15 @@ def _summary(changes: list[CatalogChange]) -> str:
 
 def _all_added(wanted: CatalogSpec) -> list[CatalogChange]:
     return [
-        change
-        for service, spec in wanted.services.items()
-        for change in (
-            CatalogChange("added", service),
-            *(CatalogChange("added", service, n.id) for n in spec.nodes),
-        )
+        *(
+            change
+            for service, spec in wanted.services.items()
+            for change in (
+                CatalogChange("added", service),
+                *(CatalogChange("added", service, n.id) for n in spec.nodes),
+            )
+        ),
+        *(CatalogChange("added", name, field="consumer") for name in wanted.consumers),
     ]
 
 
@@ -304,6 +319,21 @@ def _write(session: Session, wanted: CatalogSpec) -> None:
             row.enabled = False
             row.position = end
             end += 1
+    _write_consumers(session, wanted)
+
+
+def _write_consumers(session: Session, wanted: CatalogSpec) -> None:
+    """The consumer graph of `wanted`; consumers it leaves out are deleted (they route no
+    traffic and keep no history)."""
+    consumers = {c.name: c for c in session.scalars(select(ServiceConsumer))}
+    for position, (name, entry) in enumerate(wanted.consumers.items()):
+        consumer = consumers.pop(name, None) or ServiceConsumer(name=name)
+        consumer.description = entry.description
+        consumer.uses = list(entry.uses)
+        consumer.position = position
+        session.add(consumer)
+    for gone in consumers.values():
+        session.delete(gone)
 
 
 def _set_node(row: ProviderNodeRow, service: str, node: NodeSpec, position: int) -> None:

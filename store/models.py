@@ -41,6 +41,42 @@ class ProviderService(Base):
     constraints: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
+class ServiceConsumer(Base):
+    """An internal service of the catalog and the services it uses (its consumer graph)."""
+
+    __tablename__ = "service_consumers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    uses: Mapped[list[str]] = mapped_column(default=list)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IncidentRow(Base):
+    """A cross-stream incident as its workflow last recorded it (docs/INCIDENTS.md)."""
+
+    __tablename__ = "incidents"
+
+    incident_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | ended
+    phase: Mapped[str] = mapped_column(String(32), default="open")
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    severity: Mapped[str] = mapped_column(String(16), default="low")
+    customer_impact: Mapped[str] = mapped_column(String(50), default="")
+    revenue_at_risk: Mapped[float] = mapped_column(Float, default=0.0)
+    expected_resolution_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    failed_nodes: Mapped[list[str]] = mapped_column(default=list)
+    services: Mapped[list[str]] = mapped_column(default=list)
+    cascading: Mapped[list[str]] = mapped_column(default=list)
+    blast_radius: Mapped[list[str]] = mapped_column(default=list)
+    members: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class CatalogRevision(Base):
     """One applied change of the catalog: the whole catalog after it, who and why."""
 

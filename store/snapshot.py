@@ -16,6 +16,7 @@ from routing.types import (
     BudgetState,
     Constraints,
     EmergencyState,
+    IncidentGuard,
     NodeHealth,
     ProviderNode,
     RoutingOverride,
@@ -27,10 +28,12 @@ from store.models import (
     BudgetSpend,
     CatalogRevision,
     Emergency,
+    IncidentRow,
     NodeHealthRow,
     ProviderNodeRow,
     ProviderService,
     RoutingOverrideRow,
+    ServiceConsumer,
 )
 
 
@@ -75,7 +78,21 @@ def load_snapshot(
         version=version,
         rules={s.name: service_rules(s) for s in services if s.constraints},
         catalog_revision=int(session.scalar(select(func.max(CatalogRevision.number))) or 0),
+        consumers={c.name: frozenset(c.uses) for c in session.scalars(select(ServiceConsumer))},
+        incidents=load_incident_guards(session),
     )
+
+
+def load_incident_guards(session: Session) -> dict[str, IncidentGuard]:
+    """Each service in an open incident's blast radius and the (oldest) incident guarding it."""
+    guards: dict[str, IncidentGuard] = {}
+    rows = session.scalars(
+        select(IncidentRow).where(IncidentRow.status == "open").order_by(IncidentRow.opened_at)
+    )
+    for row in rows:
+        for service in row.blast_radius:
+            guards.setdefault(service, IncidentGuard(row.incident_id, row.opened_at))
+    return guards
 
 
 def service_rules(service: ProviderService) -> ServiceRules:
