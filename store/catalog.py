@@ -245,7 +245,7 @@ def _replaced_nodes(catalog: CatalogSpec, service: str, nodes: list[NodeSpec]) -
     entry = ServiceSpec.model_validate(
         spec.model_dump(by_alias=True) | {"nodes": [n.model_dump(by_alias=True) for n in nodes]}
     )
-    return CatalogSpec(services={**catalog.services, service: entry})
+    return CatalogSpec(services={**catalog.services, service: entry}, consumers=catalog.consumers)
 
 
 def load_catalog_file(path: Path) -> CatalogSpec:
@@ -325,9 +325,12 @@ class CatalogChange:
     new: object = None
 
     def __str__(self) -> str:
-        subject = (
-            f"node {self.node_id} ({self.service})" if self.node_id else f"service {self.service}"
-        )
+        if self.node_id:
+            subject = f"node {self.node_id} ({self.service})"
+        elif self.field == "consumer":
+            subject = f"consumer {self.service}"
+        else:
+            subject = f"service {self.service}"
         if self.kind == "added":
             return f"+ {subject}"
         if self.kind == "removed":
