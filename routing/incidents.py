@@ -8,6 +8,8 @@ Correlation: a new error joins an open incident, within the correlation window s
 incident's last error, by the first rule that matches, in this order:
 
 1. `explicit` — the caller named the incident (`incidentId`);
+   `same_stream` — its error stream is a member already (a repeated report stays in its
+   incident however long ago the incident's last error was);
 2. `same_node` — it names a failed node already in the incident;
 3. `same_provider_region` — it names a node of the same service and region as one of the
    incident's failed nodes (one provider's region going down);
@@ -106,6 +108,7 @@ class OpenIncident:
     failed_nodes: frozenset[str]
     services: frozenset[str]  # hit directly: the services of its error streams
     cascading: frozenset[str]  # named as cascading by its errors
+    streams: frozenset[str] = frozenset()  # its members' error streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class ErrorSignal:
     cascading: frozenset[str]
     at: datetime
     incident_id: str | None = None  # the caller's explicit incidentId
+    stream_id: str | None = None  # the error's stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +128,7 @@ class Correlation:
     """The incident the error joins (None: it opens a new one) and the rule that matched."""
 
     incident_id: str | None
-    rule: str  # explicit | same_node | same_provider_region | cascade | new
+    rule: str  # explicit | same_stream | same_node | same_provider_region | cascade | new
 
 
 def blast_radius(incident: OpenIncident, graph: ConsumerGraph) -> frozenset[str]:
@@ -142,12 +146,13 @@ def correlate(
     window: timedelta = CORRELATION_WINDOW,
 ) -> Correlation:
     """The incident `signal` joins by the rules of the module docstring."""
-    live = sorted(
-        (i for i in incidents if signal.at - i.last_error_at <= window),
-        key=lambda i: (i.opened_at, i.incident_id),
-    )
     if signal.incident_id is not None:
         return Correlation(signal.incident_id, "explicit")
+    ordered = sorted(incidents, key=lambda i: (i.opened_at, i.incident_id))
+    for incident in ordered:
+        if signal.stream_id is not None and signal.stream_id in incident.streams:
+            return Correlation(incident.incident_id, "same_stream")
+    live = [i for i in ordered if signal.at - i.last_error_at <= window]
     for incident in live:
         if signal.failed_nodes & incident.failed_nodes:
             return Correlation(incident.incident_id, "same_node")

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -184,14 +185,21 @@ class CatalogSpec(_Model):
                 seen[node.id] = service
         return services
 
-    @model_validator(mode="after")
-    def _consumer_graph(self) -> CatalogSpec:
-        for name in self.consumers:
+    @field_validator("consumers")
+    @classmethod
+    def _consumer_graph(
+        cls, consumers: dict[str, ConsumerSpec], info: ValidationInfo
+    ) -> dict[str, ConsumerSpec]:
+        services = info.data.get("services")
+        if services is None:  # the services are invalid: their error says why
+            return consumers
+        for name in consumers:
             _checked(name, NAME_PATTERN, "consumer name")
-            if name in self.services:
+            if name in services:
                 raise ValueError(f"consumers.{name}: a service of the catalog has that name")
-        self.consumer_graph()  # unknown services and cycles, named
-        return self
+        # Unknown services and cycles, named.
+        ConsumerGraph.of({name: spec.uses for name, spec in consumers.items()}, services)
+        return consumers
 
     def consumer_graph(self) -> ConsumerGraph:
         """The consumer graph, checked (ConsumerGraphError naming the consumer)."""

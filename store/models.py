@@ -74,6 +74,8 @@ class IncidentRow(Base):
     cascading: Mapped[list[str]] = mapped_column(default=list)
     blast_radius: Mapped[list[str]] = mapped_column(default=list)
     members: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Every stream correlated into it: members, and errors whose recovery is still joining.
+    streams: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

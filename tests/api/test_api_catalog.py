@@ -398,3 +398,29 @@ def test_a_change_leaves_the_live_state_of_other_nodes_alone(
         assert after is not None
         assert (after.breaker_state, after.breaker_forced, after.updated_at) == state
         assert session.scalar(select(BudgetSpend.spent)) == spent
+
+
+@pytest.mark.parametrize(
+    ("consumers", "field", "says"),
+    [
+        (
+            {"a": {"uses": ["b"]}, "b": {"uses": ["a"]}},
+            "consumers",
+            "cycle: a -> b -> a",
+        ),
+        ({"route_optimization": {"uses": ["samsara", "paypal"]}}, "consumers", "paypal"),
+        ({"stripe": {"uses": ["maps"]}}, "consumers", "a service of the catalog has that name"),
+    ],
+)
+def test_a_consumer_graph_with_a_cycle_or_a_stranger_is_a_422(
+    api_client: TestClient, auth: Auth, consumers: dict[str, Any], field: str, says: str
+) -> None:
+    view = catalog(api_client, auth)
+    body = {**view["catalog"], "consumers": consumers}
+    headers = {**auth(Role.admin), "If-Match": str(view["revision"])}
+    response = api_client.put(f"{BASE}/catalog", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert says in response.text
+    assert any(d["field"].startswith(field) for d in error["details"]), error
+    assert catalog(api_client, auth)["revision"] == view["revision"]  # nothing applied

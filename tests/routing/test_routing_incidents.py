@@ -100,6 +100,24 @@ def test_the_window_and_the_oldest_incident_decide() -> None:
     assert first.incident_id == "inc_1"  # the oldest open incident wins, whatever the order
 
 
+def test_a_member_stream_stays_in_its_incident_whatever_the_window() -> None:
+    member = OpenIncident(
+        "inc_2",
+        NOW,
+        NOW,
+        frozenset({"stripe_primary"}),
+        frozenset({"stripe"}),
+        frozenset(),
+        streams=frozenset({"stream_stripe"}),
+    )
+    again = correlate(
+        signal("stripe", minutes=90, stream_id="stream_stripe"), [SAMSARA, member], GRAPH, NODES
+    )
+    assert (again.incident_id, again.rule) == ("inc_2", "same_stream")
+    stranger = correlate(signal("stripe", minutes=90, stream_id="other"), [member], GRAPH, NODES)
+    assert stranger.rule == "new"
+
+
 def test_a_consumer_graph_with_a_cycle_or_a_stranger_is_refused() -> None:
     with pytest.raises(ConsumerGraphError, match="cycle: a -> b -> a"):
         ConsumerGraph.of({"a": ["b"], "b": ["a"]}, ["stripe"])
