@@ -1,11 +1,13 @@
 """The monitor's worker side: the HealthSweep activities.
 
-`sweep_health` re-scores every node in one transaction (store/health.py). `start_recoveries`
-uses the worker's Temporal client to start an ErrorRecoveryWorkflow per degraded node with
-update-with-start (USE_EXISTING), as backend-agent-error does. It is an activity rather than
-a child workflow because a recovery needs its first error delivered as an update (a
-workflow cannot send updates), must outlive the sweep run, and may already be running from
-an earlier sweep or an agent's report.
+`sweep_health` re-scores every node in one transaction (store/health.py), and ends the
+incidents claimed by a correlation that no recovery joined (store/incidents.py).
+`start_recoveries` uses the worker's Temporal client to start an ErrorRecoveryWorkflow per
+degraded node with update-with-start (USE_EXISTING), as backend-agent-error does, its error
+correlated into an incident first (the recovery joins it). It is an activity rather than a
+child workflow because a recovery needs its first error delivered as an update (a workflow
+cannot send updates), must outlive the sweep run, and may already be running from an
+earlier sweep or an agent's report.
 
 Both are idempotent without a ledger row: the sweep recomputes from the store and a retry
 finds the transitions already made (they are guarded by the breaker state it reads under
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,13 +29,16 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from routing.incidents import Correlation, ErrorSignal
 from routing.recovery import strands_service
 from routing.types import RoutingSnapshot
 from store.base import utcnow
 from store.db import transaction
 from store.health import monitoring_config, sweep
+from store.incidents import claim_incident, end_stale_claims, release_claim
 from store.snapshot import load_snapshot
 from switchyard.settings import Settings
+from temporal_client.incidents import new_incident_id
 from temporal_client.recoveries import recovery_workflow_id, start_or_join_recovery
 from workflows.health_sweep_types import (
     START_RECOVERIES,
@@ -48,6 +54,7 @@ from workflows.health_sweep_types import (
     SweepSteps,
     monitor_stream_id,
 )
+from workflows.incident_types import incident_workflow_id
 from workflows.recovery_types import ErrorReport, RecoverySource
 
 log = logging.getLogger("switchyard.monitor")
@@ -71,8 +78,11 @@ class MonitoringActivities(SweepSteps):
     @activity.defn(name=SWEEP_HEALTH)
     def sweep_health(self, data: SweepHealthInput) -> SweepHealthResult:
         """Re-score every node, half-open breakers whose break is over, list degraded nodes."""
+        now = utcnow()
         with transaction(self.sessions) as session:
-            update = sweep(session, utcnow(), self.config)
+            update = sweep(session, now, self.config)
+            # Incidents claimed by a correlation whose recovery never joined: ended.
+            end_stale_claims(session, now)
         return SweepHealthResult(
             nodes=len(update.nodes),
             changed=update.changed,
@@ -138,6 +148,24 @@ class MonitoringActivities(SweepSteps):
             results.append(result)
         return results
 
+    def _correlate(
+        self, node: DegradedNode, stream_id: str, now: datetime, key: str
+    ) -> Correlation:
+        """The open incident the degraded node's error joins, claimed (store/incidents.py);
+        a new one is named from the request key, so a retried step names the same."""
+        signal = ErrorSignal(
+            node.service, frozenset({node.node_id}), frozenset(), now, None, stream_id
+        )
+        window = timedelta(minutes=self.settings.incident_correlation_minutes)
+        new_id = new_incident_id(now, key)
+        with transaction(self.sessions) as session:
+            return claim_incident(session, signal, new_id, incident_workflow_id(new_id), window)
+
+    def _release(self, correlated: Correlation) -> None:
+        if correlated.rule == "new" and correlated.incident_id is not None:
+            with transaction(self.sessions) as session:
+                release_claim(session, correlated.incident_id)
+
     def _snapshot(self, service: str) -> RoutingSnapshot:
         with self.sessions() as session:
             return load_snapshot(session, utcnow(), service=service)
@@ -170,13 +198,19 @@ class MonitoringActivities(SweepSteps):
                 outcome=StartOutcome.would_strand,
                 detail=f"holding {node.node_id} out would leave {node.service} no node",
             )
+        key = f"{request_key}/{node.node_id}"
+        now = utcnow()
+        correlated = await asyncio.to_thread(self._correlate, node, stream_id, now, key)
+        incident_id = correlated.incident_id
         report = ErrorReport(
             error_type=node.error_type,
             severity=node.severity,
             operation="health_monitoring",
             error_message=f"{node.node_id}: {node.detail}",
             failed_providers=[node.node_id],
-            request_key=f"{request_key}/{node.node_id}",
+            request_key=key,
+            incident_id=incident_id,
+            incident_rule=correlated.rule,
         )
         try:
             result = await start_or_join_recovery(
@@ -195,6 +229,7 @@ class MonitoringActivities(SweepSteps):
             cause = exc.cause
             no_route = isinstance(cause, ApplicationError) and cause.type == "NoEligibleNode"
             log.warning("monitor recovery for %s refused: %s", node.node_id, cause or exc)
+            await asyncio.to_thread(self._release, correlated)
             return RecoveryStart(
                 node_id=node.node_id,
                 workflow_id=workflow_id,

@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.emergency import EmergencyActivities
+from activities.incident import IncidentActivities
 from activities.monitoring import MonitoringActivities
 from activities.recovery import RecoveryActivities
 from store.db import make_engine, make_session_factory
@@ -25,11 +26,17 @@ from temporal_client.client import connect, sdk_runtime
 from worker.setup import ensure_health_sweep, ensure_search_attributes
 from workflows.emergency import EmergencyOverrideWorkflow
 from workflows.health_sweep import HealthSweepWorkflow
+from workflows.incident import IncidentWorkflow
 from workflows.recovery import ErrorRecoveryWorkflow
 
 log = logging.getLogger("switchyard.worker")
 
-WORKFLOWS: list[type] = [ErrorRecoveryWorkflow, EmergencyOverrideWorkflow, HealthSweepWorkflow]
+WORKFLOWS: list[type] = [
+    ErrorRecoveryWorkflow,
+    EmergencyOverrideWorkflow,
+    HealthSweepWorkflow,
+    IncidentWorkflow,
+]
 
 # Modules the sandbox shares instead of re-importing for every new workflow instance: they
 # are deterministic (routing/ is pure; pydantic models are data). Re-importing them made
@@ -52,6 +59,7 @@ def all_activities(
         *RecoveryActivities(sessions, settings).all(),
         *EmergencyActivities(sessions, settings).all(),
         *MonitoringActivities(sessions, settings, client).all(),
+        *IncidentActivities(sessions, settings, client).all(),
     ]
 
 

@@ -3,6 +3,10 @@
 register stream -> choose strategy and route -> apply override -> monitor the failed providers
 (timers + health checks) -> staged restore -> resolved; escalation when timeToResolution passes;
 unresolved after the monitoring maximum, with the failed providers held out of routing.
+
+An error correlated into a cross-stream incident (its report names the incident) makes the
+recovery join it: an activity beside the recovery, never in its way, settled before the
+recovery ends, so a member is never lost even if a worker dies mid-join (docs/INCIDENTS.md).
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from routing.recovery import Severity, worst_severity
+    from workflows.incident_types import (
+        IncidentMember,
+        IncidentSteps,
+        JoinedIncident,
+        JoinIncidentInput,
+    )
     from workflows.recovery_types import (
         TERMINAL_PHASES,
         ApplyOverrideInput,
@@ -36,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         RoutePlan,
         TimelineStep,
     )
-    from workflows.search import PHASE, RECOVERY_STRATEGY, SERVICE_NAME, SEVERITY
+    from workflows.search import INCIDENT_ID, PHASE, RECOVERY_STRATEGY, SERVICE_NAME, SEVERITY
 
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -44,6 +54,8 @@ ACTIVITY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
 )
 ACTIVITY_TIMEOUT = timedelta(seconds=15)
+# Joining an incident is retried this long (Temporal down, a worker restarting), then given up.
+JOIN_GIVE_UP = timedelta(minutes=10)
 
 
 @workflow.defn
@@ -58,6 +70,9 @@ class ErrorRecoveryWorkflow:
         self._failed: set[str] = set()
         self._cascading: set[str] = set()
         self._severity: Severity | None = None
+        self._incident_id: str | None = None
+        self._joins: list[asyncio.Task[JoinedIncident]] = []  # incident joins under way
+        self._joined: dict[str, dict[str, object]] = {}  # incident -> what it was last told
         self._errors = 0
         self._results: dict[str, ReportResult] = {}
         self._restore_fraction = 0.0
@@ -182,6 +197,8 @@ class ErrorRecoveryWorkflow:
             self._failed |= set(report.failed_providers)
             self._cascading |= set(report.cascading_services)
             self._severity = worst_severity(self._severity, report.severity)
+            if report.incident_id is not None:
+                self._incident_id = report.incident_id
             if self._escalate_at is None:
                 self._escalate_at = workflow.now() + timedelta(
                     minutes=report.time_to_resolution_minutes
@@ -235,6 +252,8 @@ class ErrorRecoveryWorkflow:
             )
             if report.request_key:
                 self._results[report.request_key] = result
+            if report.incident_id is not None:
+                self._join_incident(report, plan)
             return result
 
     @report_error.validator
@@ -377,7 +396,55 @@ class ErrorRecoveryWorkflow:
             retry_policy=ACTIVITY_RETRY,
         )
 
+    def _join_incident(self, report: ErrorReport, plan: RoutePlan) -> None:
+        """Join the stream to the report's incident in the background (add_member merges a
+        repeated join of the same recovery)."""
+        assert report.incident_id is not None
+        now = workflow.now()
+        member = IncidentMember(
+            recovery_workflow_id=self._id,
+            stream_id=self._input.stream_id,
+            service=self._service,
+            error_type=report.error_type,
+            severity=report.severity,
+            failed_providers=sorted(set(report.failed_providers)),
+            cascading_services=sorted(set(report.cascading_services)),
+            revenue_at_risk=report.revenue_at_risk,
+            customer_impact=report.customer_impact,
+            rule=report.incident_rule,
+            joined_at=now,
+            expected_resolution_at=now + timedelta(minutes=plan.estimated_resolution_minutes),
+        )
+        told = member.model_dump(exclude={"joined_at", "expected_resolution_at", "rule"})
+        if self._joined.get(report.incident_id) == told:
+            return  # the same figures again: the incident knows them
+        self._joined[report.incident_id] = told
+        self._joins.append(
+            workflow.start_activity_method(
+                IncidentSteps.join_incident,
+                JoinIncidentInput(incident_id=report.incident_id, member=member),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=JOIN_GIVE_UP,
+                retry_policy=ACTIVITY_RETRY,
+            )
+        )
+
+    async def _settle_joins(self) -> None:
+        """Wait for the incident joins under way: the incident must know its member before
+        the member ends. The incident actually joined becomes the recovery's."""
+        joins, self._joins = self._joins, []
+        for join in joins:
+            try:
+                joined = await join
+            except ActivityError as exc:  # given up: the recovery itself is not at stake
+                self._note("incident_join_failed", str(exc.cause or exc))
+                continue
+            if joined.incident_id != self._incident_id:
+                self._incident_id = joined.incident_id
+                self._note("incident_changed", f"joined {joined.incident_id}")
+
     async def _finish(self, outcome: RecoveryPhase, reason: str) -> None:
+        await self._settle_joins()
         hold = sorted(self._failed) if outcome is RecoveryPhase.unresolved else []
         await workflow.execute_activity_method(
             RecoverySteps.finish_recovery,
@@ -410,6 +477,8 @@ class ErrorRecoveryWorkflow:
             updates.append(SEVERITY.value_set(self._severity.value))
         if self._plan:
             updates.append(RECOVERY_STRATEGY.value_set(self._plan.strategy))
+        if self._incident_id is not None:
+            updates.append(INCIDENT_ID.value_set(self._incident_id))
         workflow.upsert_search_attributes(updates)
 
     def _status(self) -> RecoveryStatus:
@@ -431,4 +500,5 @@ class ErrorRecoveryWorkflow:
             started_at=self._started_at,
             ended_at=self._ended_at,
             timeline=list(self._timeline),
+            incident_id=self._incident_id,
         )

@@ -80,6 +80,8 @@ class ErrorReport(BaseModel):
     recovery_strategy_id: str | None = None
     monitoring_session_id: str | None = None
     request_key: str = ""  # caller-supplied dedupe key for the same delivery
+    incident_id: str | None = None  # the cross-stream incident the error was correlated into
+    incident_rule: str = "new"  # the correlation rule that chose it (routing/incidents.py)
 
 
 class NodeSummary(BaseModel):
@@ -150,6 +152,7 @@ class RecoveryStatus(BaseModel):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     timeline: list[TimelineStep] = Field(default_factory=list)
+    incident_id: str | None = None
 
 
 class ResolveRequest(BaseModel):

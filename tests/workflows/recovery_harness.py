@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.incident import IncidentActivities
 from activities.recovery import RecoveryActivities
 from store.db import transaction
 from store.models import Event, NodeHealthRow, RoutingOverrideRow
 from switchyard.settings import Settings
+from workflows.incident import IncidentWorkflow
 from workflows.recovery import ErrorRecoveryWorkflow
 from workflows.recovery_types import ErrorReport, RecoveryConfig, RecoveryInput, RecoveryStatus
 
@@ -41,14 +43,19 @@ SEED_REPORT = ErrorReport(
 async def recovery_worker(
     client: Client, sessions: sessionmaker[Session], task_queue: str
 ) -> AsyncIterator[Worker]:
-    """A worker running ErrorRecoveryWorkflow with real activities on the test store."""
-    activities = RecoveryActivities(sessions, Settings())
+    """A worker running ErrorRecoveryWorkflow (and the incidents its errors join) with real
+    activities on the test store."""
+    settings = Settings(temporal_task_queue=task_queue)
+    activities = [
+        *RecoveryActivities(sessions, settings).all(),
+        *IncidentActivities(sessions, settings, client).all(),
+    ]
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
             client,
             task_queue=task_queue,
-            workflows=[ErrorRecoveryWorkflow],
-            activities=activities.all(),
+            workflows=[ErrorRecoveryWorkflow, IncidentWorkflow],
+            activities=activities,
             activity_executor=executor,
         ) as worker:
             yield worker

@@ -13,12 +13,14 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.emergency import EmergencyActivities
+from activities.incident import IncidentActivities
 from activities.monitoring import MonitoringActivities
 from activities.recovery import RecoveryActivities
 from switchyard.settings import Settings
 from worker.main import all_activities
 from workflows.emergency_types import EmergencySteps
 from workflows.health_sweep_types import SweepSteps
+from workflows.incident_types import IncidentSteps
 from workflows.recovery_types import RecoverySteps
 
 WORKFLOWS = Path(__file__).parents[2] / "workflows"
@@ -26,6 +28,7 @@ PAIRS = [
     (RecoverySteps, RecoveryActivities),
     (EmergencySteps, EmergencyActivities),
     (SweepSteps, MonitoringActivities),
+    (IncidentSteps, IncidentActivities),
 ]
 
 
@@ -89,4 +92,4 @@ def test_no_workflow_calls_an_activity_by_a_string() -> None:
             target = call.args[0]
             assert isinstance(target, ast.Attribute), f"{where}: activity given by a value"
             assert isinstance(target.value, ast.Name) and target.value.id in interfaces, where
-    assert checked >= 10  # the recovery's five, the emergency's four, the sweep's two
+    assert checked >= 13  # the recovery's five, the emergency's four, the sweep's two, ...

@@ -40,6 +40,9 @@ from workflows.health_sweep_types import (
     SweepInput,
     SweepResult,
 )
+from workflows.incident_types import incident_workflow_id
+from workflows.recovery import ErrorRecoveryWorkflow
+from workflows.recovery_types import CancelRequest
 
 RECORD = os.environ.get("SWITCHYARD_RECORD_HISTORIES") == "1"
 PRIMARY = "stripe_primary_us_east"
@@ -224,14 +227,22 @@ async def test_the_monitor_does_not_hold_out_a_services_last_node(
         result = await monitor.start_recoveries(
             StartRecoveriesInput(nodes=degraded, request_key="sweep-1")
         )
+        with sessions() as session:
+            services = set(session.scalars(select(RoutingOverrideRow.service)))
+        assert services == {"stripe", "maps"}  # the earlier stripe hold and the new maps one
         # A workflow left running with no worker would stop the shared time-skipping server
-        # from skipping time for the tests that follow.
-        await time_env.client.get_workflow_handle(result.recoveries[1].workflow_id).terminate()
+        # from skipping time for the tests that follow: the recovery ends (joining its
+        # incident first, as the monitor correlated its error into one), then the incident.
+        recovery = time_env.client.get_workflow_handle(result.recoveries[1].workflow_id)
+        ended = await recovery.execute_update(
+            ErrorRecoveryWorkflow.cancel, CancelRequest(reason="test over")
+        )
+        assert ended.incident_id is not None and ended.incident_id.startswith("incident_")
+        await time_env.client.get_workflow_handle(
+            incident_workflow_id(ended.incident_id)
+        ).terminate()
 
     stripe, maps = result.recoveries
     assert (stripe.node_id, stripe.outcome) == ("stripe_primary_us_east", "would_strand")
     assert "would leave stripe no node" in stripe.detail
     assert (maps.node_id, maps.outcome) == ("mapbox_primary", "started")
-    with sessions() as session:
-        services = set(session.scalars(select(RoutingOverrideRow.service)))
-    assert services == {"stripe", "maps"}  # the earlier stripe hold and the new maps one

@@ -25,10 +25,14 @@ from temporalio.testing import WorkflowEnvironment
 from routing.decide import decide
 from routing.types import RoutingRequest
 from store.base import utcnow
-from store.models import Coordination, ErrorEvent, ErrorStream, NodeHealthRow
+from store.models import Coordination, ErrorEvent, ErrorStream, Event, NodeHealthRow
 from store.snapshot import load_snapshot
+from worker.setup import ensure_search_attributes
+from workflows.incident import IncidentWorkflow
+from workflows.incident_types import ResolveIncident, incident_workflow_id
 from workflows.recovery import ErrorRecoveryWorkflow
 from workflows.recovery_types import CancelRequest, RecoveryPhase, ResolveRequest
+from workflows.search import INCIDENT_ID
 
 RECORD = os.environ.get("SWITCHYARD_RECORD_HISTORIES") == "1"
 
@@ -256,3 +260,41 @@ async def test_unknown_severity_is_refused_by_the_validator(
         await handle.execute_update(ErrorRecoveryWorkflow.cancel, CancelRequest(reason="test"))
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(ErrorEvent)) == 0
+
+
+async def test_a_correlated_error_joins_its_incident_before_the_recovery_ends(
+    time_env: WorkflowEnvironment, clean_store: Engine, sessions: sessionmaker[Session]
+) -> None:
+    queue = _queue()
+    await ensure_search_attributes(time_env.client, time_env.client.namespace)
+    incident_id = f"incident_test_{uuid.uuid4().hex[:8]}"
+    report = SEED_REPORT.model_copy(update={"incident_id": incident_id, "incident_rule": "new"})
+    async with recovery_worker(time_env.client, sessions, queue):
+        handle = await start_recovery(time_env.client, queue)
+        await handle.execute_update(ErrorRecoveryWorkflow.report_error, report)
+        # The same figures again: the incident is not told twice.
+        again = report.model_copy(update={"request_key": "again"})
+        await handle.execute_update(ErrorRecoveryWorkflow.report_error, again)
+        status = await handle.execute_update(
+            ErrorRecoveryWorkflow.cancel, CancelRequest(reason="test over")
+        )
+        assert status.incident_id == incident_id
+        incident = time_env.client.get_workflow_handle(incident_workflow_id(incident_id))
+        members = (await incident.query(IncidentWorkflow.status)).members
+        assert [(m.recovery_workflow_id, m.rule) for m in members] == [(handle.id, "new")]
+        assert members[0].revenue_at_risk == SEED_REPORT.revenue_at_risk
+        described = await handle.describe()
+        assert described.typed_search_attributes.get(INCIDENT_ID) == incident_id
+        await incident.execute_update(IncidentWorkflow.resolve, ResolveIncident(reason="done"))
+        if RECORD:
+            await save_history(handle, "recovery_incident_joined")
+    with sessions() as session:
+        joins = session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(
+                Event.event_type.in_(("incident_opened", "incident_updated")),
+                Event.workflow_id == incident_workflow_id(incident_id),
+            )
+        )
+    assert joins == 1  # opened by the one join; the repeat told it nothing new
