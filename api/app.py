@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from api.decision_writer import DecisionWriter
 from api.errors import install_error_handlers
 from api.events_hub import build_events_hub
+from api.incident_guard import IncidentProtector, protection_config
 from api.metrics import install_metrics
 from api.paths import PREFIX
 from api.receipt_sealer import ReceiptSealer
@@ -27,6 +28,7 @@ from api.routes import (
     emergency,
     events,
     health,
+    incidents,
     outcomes,
     providers,
     recovery,
@@ -66,6 +68,7 @@ def build_runtime(settings: Settings) -> ApiRuntime:
         snapshot=snapshot,
         decisions=decisions,
         receipts=ReceiptSealer(sessions),
+        incidents=IncidentProtector(sessions, protection_config(settings)),
     )
 
 
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
         runtime = build_runtime(resolved)
         app.state.runtime = runtime
         runtime.receipts.start()
+        runtime.incidents.start()
         # Live events: app.state.events_hub also tells metrics its `clients` and `delivered`.
         hub = app.state.events_hub = build_events_hub(runtime)
         try:
@@ -127,6 +131,7 @@ ROUTERS: list[ModuleType] = [
     coordination,
     analytics,
     recovery,
+    incidents,
     connections,
     emergency,
     outcomes,

@@ -15,6 +15,7 @@ from starlette.types import Scope
 from api.audit import answer_record, mark_audited
 from api.decision_writer import PendingDecision
 from api.errors import ApiError, field_error
+from api.incident_guard import IncidentProtector
 from api.runtime import ApiRuntime
 from api.schemas.coordination import (
     BackendAgentIntegration,
@@ -23,6 +24,7 @@ from api.schemas.coordination import (
     CoordinationRequest,
     CoordinationResult,
     ExcludedNode,
+    IncidentCoordination,
     PerformanceMetrics,
     RoutingDecisionOut,
     SelectedNode,
@@ -31,6 +33,7 @@ from routing.decide import decide
 from routing.retry import decide_retry
 from routing.types import (
     BudgetState,
+    IncidentGuard,
     NoEligibleNode,
     RoutingDecision,
     RoutingRequest,
@@ -189,9 +192,16 @@ async def execute_coordination(
         require_nodes(snapshot, body.service_name, context.constraints.excluded_nodes, field)
         require_tags(snapshot, context.constraints.required_tags)
     request = routing_request(body)
+    service = body.service_name
+    # In an open incident's blast radius: retries budgeted, the budget's rest kept for the
+    # most important traffic (503 retry_budget_exhausted / shed_for_incident beyond them).
+    guard = snapshot.incidents.get(service)
+    incident = None
+    if guard is not None:
+        runtime.incidents.admit(request, guard, snapshot)
+        incident = _incident_block(guard, runtime.incidents, snapshot.budgets.get(service))
     # A retry (the request names nodes it failed on) goes where a retry should.
     choose = decide_retry if request.failed_providers else decide
-    service = body.service_name
     agent = body.backend_agent_context
     requirements = body.coordination_requirements
     sync = bool(agent.error_stream_id) and (
@@ -227,6 +237,7 @@ async def execute_coordination(
             routing_ms,
             started,
             audit_scope=audit_scope,
+            incident=incident,
         )
         charge = DecisionCharge(
             coordination_id=coordination_id,
@@ -266,6 +277,7 @@ class _Answer:
     routing_ms: float
     started: float  # perf_counter at the request's start
     audit_scope: Scope | None = None  # the request, when its entry goes in the decision's batch
+    incident: IncidentCoordination | None = None  # the open incident protecting the service
     data: dict[str, Any] = field(default_factory=dict)  # the answer, set by complete()
 
     def record(self, integration_ms: float) -> DecisionRecord:
@@ -283,8 +295,11 @@ class _Answer:
                 optimization_time=0.0,
             ),
             predictive=self.body.coordination_requirements.require_predictive_analytics,
+            incident=self.incident,
         )
         data = result.model_dump(mode="json", by_alias=True)
+        if data["incident"] is None:  # the block is there only when an incident protects
+            del data["incident"]
         done = time.perf_counter()
         metrics = data["performanceMetrics"]
         metrics["optimizationTime"] = _ms(optimization_started, done)
@@ -337,10 +352,13 @@ def _result(
     monitoring: bool,
     metrics: PerformanceMetrics,
     predictive: bool = False,
+    incident: IncidentCoordination | None = None,
 ) -> CoordinationResult:
     applied = ["intelligent_routing"]
     if sync:
         applied.append("backend_agent_coordination")
+    if incident is not None:
+        applied.append("cascade_protection")
     if decision.emergency_applied:
         applied.append("emergency_override")
     if decision.recovery_override_applied:
@@ -382,7 +400,9 @@ def _result(
             error_stream_registered=sync,
             recovery_strategy_activated=decision.recovery_override_applied,
             monitoring_active=monitoring,
-            cross_stream_coordinated=sync,
+            # Coordinated with the other error streams: its own stream was registered where
+            # the incident correlation sees it, or an open incident's protections applied.
+            cross_stream_coordinated=sync or incident is not None,
         ),
         performance_metrics=metrics,
         business_outcome=BusinessOutcomeOut(
@@ -396,6 +416,28 @@ def _result(
             coordination_strategy=strategy,
             applied_optimizations=applied,
         ),
+        incident=incident,
+    )
+
+
+def _incident_block(
+    guard: IncidentGuard, protector: IncidentProtector, budget: BudgetState | None
+) -> IncidentCoordination:
+    """The incident protecting the decision's service and the protections it applied: the
+    retry budget always, the reservation for CRITICAL/HIGH when the service has a budget."""
+    config = protector.config
+    protections = ["retry_budget"]
+    if budget is not None and budget.limit > 0 and config.reserved_share > 0:
+        protections.append("priority_reservation")
+    return IncidentCoordination(
+        incident_id=guard.incident_id,
+        opened_at=guard.opened_at,
+        protections=protections,
+        retries_per_request=config.retries_per_request,
+        retry_ratio=config.retry_ratio,
+        retry_window_seconds=config.retry_window_seconds,
+        min_retries=config.min_retries,
+        reserved_share=config.reserved_share,
     )
 
 

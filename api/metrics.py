@@ -116,6 +116,12 @@ RATE_LIMITED = Counter(
     ["route_class"],
     registry=REGISTRY,
 )
+INCIDENT_REFUSED = Counter(
+    "switchyard_incident_refused",
+    "Decisions refused by an open incident's cascade protection, by service and reason.",
+    ["service", "reason"],
+    registry=REGISTRY,
+)
 IN_FLIGHT = Gauge(
     "switchyard_http_requests_in_flight",
     "HTTP requests being served now (drains to 0 during a graceful shutdown).",
@@ -143,6 +149,12 @@ def decision_batch(path: str, size: int, seconds: float) -> None:
 def rate_limited(route_class: str) -> None:
     """Count one request refused by its principal's rate limit."""
     RATE_LIMITED.labels(route_class).inc()
+
+
+def incident_refused(service: str, reason: str) -> None:
+    """Count one decision refused by an incident's protection (retry_budget_exhausted or
+    shed_for_incident)."""
+    INCIDENT_REFUSED.labels(service, reason).inc()
 
 
 def outcomes_ingested(accepted: int, failed: int) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from api.decision_writer import DecisionWriter
+from api.incident_guard import IncidentProtector
 from api.receipt_sealer import ReceiptSealer
 from api.snapshot import SnapshotCache
 from switchyard.settings import Settings
@@ -29,6 +30,7 @@ class ApiRuntime:
     snapshot: SnapshotCache
     decisions: DecisionWriter
     receipts: ReceiptSealer
+    incidents: IncidentProtector
     _temporal: Client | None = None
     _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -45,5 +47,6 @@ class ApiRuntime:
         """Finish the queued decisions, stop background work and release connections."""
         await self.decisions.stop()
         await self.receipts.stop()
+        await self.incidents.stop()
         self.snapshot.stop()
         self.engine.dispose()

@@ -63,6 +63,30 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Override the plan's minimum monitoring window."
     )
 
+    # Cross-stream incidents and cascade protection (docs/INCIDENTS.md).
+    incident_correlation_minutes: float = Field(
+        default=30.0, gt=0, description="An incident takes new errors this long after its last."
+    )
+    incident_poll_seconds: float = Field(
+        default=30.0, gt=0, description="How often an incident looks at its member recoveries."
+    )
+    incident_retries_per_request: int = Field(
+        default=2, ge=0, description="Retries a request may take in an incident's blast radius."
+    )
+    incident_retry_ratio: float = Field(
+        default=0.2, ge=0, description="A protected service's retries per first attempt."
+    )
+    incident_retry_window_seconds: float = Field(default=60.0, gt=0)
+    incident_min_retries: int = Field(
+        default=10, ge=0, description="Retries a protected service may always take per window."
+    )
+    incident_reserved_share: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Last share of a protected service's budget kept for CRITICAL/HIGH requests.",
+    )
+
     # Monitoring: health window, circuit breakers, failure prediction (docs/MONITORING.md).
     health_window_size: int = Field(default=100, ge=1, le=10_000)
     health_window_seconds: float = Field(default=300.0, gt=0)

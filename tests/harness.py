@@ -16,10 +16,17 @@ from worker.main import WORKFLOWS, all_activities
 
 @asynccontextmanager
 async def live_worker(
-    client: Client, sessions: sessionmaker[Session], task_queue: str
+    client: Client,
+    sessions: sessionmaker[Session],
+    task_queue: str,
+    settings: Settings | None = None,
 ) -> AsyncIterator[Worker]:
-    """Run every workflow with real activities on the test store until the block ends."""
-    settings = Settings()
+    """Run every workflow with real activities on the test store until the block ends.
+
+    The activities see `settings` on `task_queue`: what they start (a recovery from the
+    monitor, an incident from a recovery) runs on this worker.
+    """
+    settings = (settings or Settings()).model_copy(update={"temporal_task_queue": task_queue})
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with Worker(
             client,

@@ -16,6 +16,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from api import incidents
 from api.coordinator import require_service
 from api.deps import Operator, Reader, RuntimeDep, TemporalDep
 from api.errors import ApiError, field_error, temporal_error
@@ -34,6 +35,7 @@ from api.schemas.recovery import (
     RecoveryView,
     TimelineEntry,
 )
+from store.base import utcnow
 from temporal_client import recoveries
 from workflows.recovery_types import (
     CancelRequest,
@@ -134,10 +136,17 @@ def _result(outcome: ReportResult, cascading: list[str]) -> BackendAgentErrorRes
 
 
 async def report_error(
-    client: Client, runtime: ApiRuntime, body: BackendAgentErrorRequest, request_key: str
+    client: Client,
+    runtime: ApiRuntime,
+    body: BackendAgentErrorRequest,
+    request_key: str,
+    correlated: incidents.Correlated | None = None,
 ) -> ReportResult:
     """Update-with-start: start the stream's recovery or join the running one."""
     report = _report(body, request_key)
+    if correlated is not None:
+        incident = {"incident_id": correlated.incident_id, "incident_rule": correlated.rule}
+        report = report.model_copy(update=incident)
     for attempt in range(ENDED_RETRIES):
         try:
             return await recoveries.start_or_join_recovery(
@@ -185,16 +194,28 @@ async def post_backend_agent_error(
     client: TemporalDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Envelope[BackendAgentErrorResult]:
-    """Hand an error to its stream's durable recovery; answers once the new route is applied."""
+    """Hand an error to its stream's durable recovery; answers once the new route is applied.
+
+    The error is correlated first: its incident goes with it to the recovery, which joins
+    the incident in the background (docs/INCIDENTS.md).
+    """
     _validate_providers(runtime, body)
-    outcome = await report_error(client, runtime, body, idempotency_key or "")
+    now = utcnow()
+    correlated = await incidents.correlate_report(runtime, body, now)
+    try:
+        outcome = await report_error(client, runtime, body, idempotency_key or "", correlated)
+    except BaseException:
+        await incidents.release(runtime, correlated)
+        raise
     # The worker committed the override before the update returned: route with it here at
     # once, not after the next poll.
     await asyncio.to_thread(runtime.snapshot.wait_fresh, time.monotonic())
-    return Envelope(
-        message="Backend Agent error handled successfully",
-        data=_result(outcome, sorted(set(body.error_details.cascading_services))),
-    )
+    result = _result(outcome, sorted(set(body.error_details.cascading_services)))
+    response = result.backend_agent_response
+    response.incident_id = correlated.incident_id
+    response.correlation_rule = correlated.rule
+    response.joined_incident = not correlated.new
+    return Envelope(message="Backend Agent error handled successfully", data=result)
 
 
 def _view(runtime: ApiRuntime, status: RecoveryStatus) -> RecoveryView:
@@ -217,6 +238,7 @@ def _view(runtime: ApiRuntime, status: RecoveryStatus) -> RecoveryView:
         ended_at=status.ended_at,
         timeline=[TimelineEntry(at=s.at, step=s.step, detail=s.detail) for s in status.timeline],
         temporal_ui_url=workflow_ui_url(runtime, status.workflow_id),
+        incident_id=status.incident_id,
     )
 
 

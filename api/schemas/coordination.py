@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import Field
@@ -180,6 +181,19 @@ class CoordinationMetadata(ResponseModel):
     applied_optimizations: list[str]
 
 
+class IncidentCoordination(ResponseModel):
+    """The open incident whose blast radius holds the service, and what it applied."""
+
+    incident_id: str
+    opened_at: datetime
+    protections: list[str]
+    retries_per_request: int
+    retry_ratio: float
+    retry_window_seconds: float
+    min_retries: int
+    reserved_share: float
+
+
 class CoordinationResult(ResponseModel):
     """The data block of execute-coordination."""
 
@@ -189,3 +203,4 @@ class CoordinationResult(ResponseModel):
     performance_metrics: PerformanceMetrics
     business_outcome: BusinessOutcomeOut
     metadata: CoordinationMetadata
+    incident: IncidentCoordination | None = None  # only when an open incident protects

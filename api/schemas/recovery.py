@@ -45,6 +45,8 @@ class BackendAgentErrorRequest(WireModel):
     stream_id: str = Ident
     recovery_strategy_id: str | None = Field(default=None, max_length=200)
     monitoring_session_id: str | None = Field(default=None, max_length=200)
+    # Join this open incident instead of letting correlation decide (docs/INCIDENTS.md).
+    incident_id: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 class RecoveryNode(ResponseModel):
@@ -102,6 +104,11 @@ class BackendAgentResponse(ResponseModel):
     joined_existing_recovery: bool
     phase: RecoveryPhase
     cascading_services: list[str] = []
+    # The cross-stream incident the error belongs to: whether it joined one already open, by
+    # which correlation rule (docs/INCIDENTS.md).
+    incident_id: str | None = None
+    joined_incident: bool | None = None
+    correlation_rule: str | None = None
 
 
 class BackendAgentErrorResult(ResponseModel):
@@ -146,6 +153,7 @@ class RecoveryView(ResponseModel):
     ended_at: datetime | None
     timeline: list[TimelineEntry]
     temporal_ui_url: str
+    incident_id: str | None = None
 
 
 class ActiveCoordination(ResponseModel):

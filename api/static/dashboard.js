@@ -156,6 +156,27 @@
     $("active-count").textContent = String(rows.length);
   }
 
+  async function loadIncidents() {
+    const data = await api("/incidents");
+    const now = Date.now();
+    const rows = data.incidents.slice(0, 20).map((incident) => {
+      const opened = (now - Date.parse(incident.openedAt)) / 1000;
+      return el("tr", { "data-incident-id": incident.incidentId, "data-open": String(incident.open) },
+        el("td", {}, el("span", { class: "badge " + (incident.open ? "incident" : "ended"),
+          text: incident.incidentId })),
+        el("td", { class: "phase", text: incident.phase }),
+        el("td", { text: incident.services.join(", ") }),
+        el("td", { class: "muted", text: incident.blastRadius.join(", ") }),
+        el("td", { class: "num", text: String(incident.members) }),
+        el("td", { class: "num", text: incident.revenueAtRisk.toLocaleString() }),
+        el("td", { text: incident.severity }),
+        el("td", { class: "num", text: age(opened) + " ago" }));
+    });
+    $("incident-table").tBodies[0].replaceChildren(...rows);
+    $("incident-empty").hidden = rows.length > 0;
+    $("incident-count").textContent = String(data.incidents.filter((i) => i.open).length);
+  }
+
   function tickAges() {
     const now = Date.now();
     const rows = $("active-table").tBodies[0].rows;
@@ -256,6 +277,7 @@
         type === "catalog_changed") {
       soon("providers", loadProviders);
     }
+    if (type.startsWith("incident_")) soon("incidents", loadIncidents);
     if (type === "enhanced_coordination_completed" || type === "recovery_route_applied") {
       soon("analytics", loadAnalytics, 5000);
     }
@@ -328,6 +350,7 @@
   function start() {
     every(loadProviders, REFRESH.providers);
     every(loadActive, REFRESH.active);
+    every(loadIncidents, REFRESH.active);
     every(loadAnalytics, REFRESH.analytics);
     timers.push(setInterval(tickAges, 1000)); // ages move between refreshes
     connect();

@@ -123,6 +123,15 @@ def _drive(settings: Settings, browser_path: str, work: Path, viewer: str, opera
             "'recovery_route_applied') && types; })()"
         )
         assert "recovery_started" in feed
+        # The error opened an incident: the incidents panel lists it, open, with its stream.
+        incident_id = answer.json()["data"]["backendAgentResponse"]["incidentId"]
+        incident = _js(f'#incident-table tr[data-incident-id="{incident_id}"]')
+        listed = browser.wait_for(
+            f"(() => {{ const r = document.querySelector({incident}); return r && "
+            "r.cells[4].textContent === '1' && {open: r.dataset.open, "
+            "services: r.cells[2].textContent, phase: r.querySelector('.phase').textContent}; })()"
+        )
+        assert listed == {"open": "true", "services": "samsara", "phase": "recovering"}
         # The coordinations made before sign-in are in the totals and the charts.
         assert browser.evaluate("document.querySelector('#totals dd').textContent") == "3"
         assert browser.evaluate(

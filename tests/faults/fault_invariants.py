@@ -18,7 +18,13 @@ from typing import cast
 
 from fault_load import LoadLog
 from fault_report import Verdict
-from fault_workflows import check_emergencies, check_overrides, check_recoveries, event_counts
+from fault_workflows import (
+    check_emergencies,
+    check_incidents,
+    check_overrides,
+    check_recoveries,
+    event_counts,
+)
 from sqlalchemy import Table, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
@@ -241,6 +247,7 @@ async def check_all(
     await check_overrides(client, sessions, verdict)
     await check_recoveries(client, sessions, log, verdict)
     await check_emergencies(client, sessions, log, verdict)
+    await check_incidents(client, sessions, log, verdict)
     lost = sum(v.get("lost", 0) for v in verdict.figures.values() if isinstance(v, dict))
     duplicated = sum(
         v.get("duplicated", 0) for v in verdict.figures.values() if isinstance(v, dict)

@@ -320,7 +320,8 @@ async def running_stack(
     **overrides: object,
 ) -> AsyncIterator[FaultStack]:
     """Temporal + workers + APIs (healthy) on the test store; everything stopped afterwards."""
-    settings = make_settings(temporal_address=f"127.0.0.1:{free_port()}")
+    # Incidents look at their members every second: they end soon after their recoveries.
+    settings = make_settings(temporal_address=f"127.0.0.1:{free_port()}", incident_poll_seconds=1.0)
     stack = FaultStack(settings, directory, overrides=dict(overrides))
     try:
         stack.start_proxy()

@@ -24,6 +24,7 @@ from store.models import (
     ErrorEvent,
     ErrorStream,
     Event,
+    IncidentRow,
     RoutingOverrideRow,
 )
 from workflows.emergency_types import EmergencyStatus
@@ -31,6 +32,7 @@ from workflows.recovery_types import TERMINAL_PHASES, RecoveryPhase, RecoverySta
 
 RECOVERY = "ErrorRecoveryWorkflow"
 EMERGENCY = "EmergencyOverrideWorkflow"
+INCIDENT = "IncidentWorkflow"
 TERMINAL_EVENT = {
     RecoveryPhase.resolved: "recovery_resolved",
     RecoveryPhase.cancelled: "recovery_cancelled",
@@ -51,13 +53,14 @@ async def executions(client: Client, workflow_type: str) -> list[WorkflowExecuti
 
 
 async def wait_workflows_ended(client: Client, within: float) -> float:
-    """Seconds until no recovery or emergency is running; fails after `within` seconds."""
+    """Seconds until no recovery, emergency or incident is running; fails after `within`
+    seconds."""
     started = time.monotonic()
     running: list[str] = []
     while time.monotonic() - started < within:
         running = [
             e.id
-            for kind in (RECOVERY, EMERGENCY)
+            for kind in (RECOVERY, EMERGENCY, INCIDENT)
             for e in await executions(client, kind)
             if e.status == WorkflowExecutionStatus.RUNNING
         ]
@@ -291,3 +294,42 @@ async def check_overrides(
         verdict.expect(
             workflow_id in running, f"{workflow_id} holds routing but its workflow is not running"
         )
+
+
+async def check_incidents(
+    client: Client, sessions: sessionmaker[Session], log: LoadLog, verdict: Verdict
+) -> None:
+    """Every accepted error's stream is a member of the incident its answer named, each
+    stream once; every incident ended because its members did, its row says so."""
+    with sessions() as session:
+        rows = {row.incident_id: row for row in session.scalars(select(IncidentRow))}
+    members: dict[str, Counter[str]] = {
+        incident_id: Counter(m["stream_id"] for m in row.members)
+        for incident_id, row in rows.items()
+    }
+    lost = duplicated = 0
+    for call in log.accepted("error"):
+        agent = (call.data or {}).get("backendAgentResponse", {})
+        incident_id, stream = agent.get("incidentId"), call.body.get("streamId")
+        if incident_id is None or members.get(incident_id, Counter())[stream] == 0:
+            lost += 1
+            verdict.problems.append(f"error of {stream} not a member of incident {incident_id}")
+    for incident_id, counts in members.items():
+        for stream, count in counts.items():
+            if count > 1:
+                duplicated += 1
+                verdict.problems.append(f"{stream} is {count} members of {incident_id}")
+    for execution in await executions(client, INCIDENT):
+        verdict.expect(
+            execution.status
+            in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CONTINUED_AS_NEW),
+            f"incident {execution.id} run {execution.run_id} is {execution.status}",
+        )
+    for row in rows.values():
+        verdict.expect(row.status == "ended", f"incident {row.incident_id} is still {row.status}")
+    verdict.figures["incidents"] = {
+        "incidents": len(rows),
+        "members": sum(len(c) for c in members.values()),
+        "lost": lost,
+        "duplicated": duplicated,
+    }
