@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,9 +53,16 @@ class _Refusals:
 class IncidentProtector:
     """Checks protected decisions, counts their attempts, announces refusals."""
 
-    def __init__(self, sessions: sessionmaker[Session], config: ProtectionConfig) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        config: ProtectionConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.sessions = sessions
         self.config = config
+        # The retry windows' clock (seconds); tests hold it still.
+        self.clock = clock
         self._windows: dict[str, RetryWindow] = {}
         self._pending: dict[tuple[str, str, Protection], _Refusals] = {}
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +76,7 @@ class IncidentProtector:
         window = self._windows.get(service)
         if window is None:
             window = self._windows[service] = RetryWindow(self.config.retry_window_seconds)
-        now = time.monotonic()
+        now = self.clock()
         budget = snapshot.budgets.get(service)
         refusal = protection_refusal(request, budget, window, now, self.config)
         if refusal is None:

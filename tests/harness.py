@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from switchyard.settings import Settings
@@ -35,4 +36,17 @@ async def live_worker(
             activities=all_activities(sessions, settings, client),
             activity_executor=executor,
         ) as worker:
-            yield worker
+            try:
+                yield worker
+            finally:
+                await terminate_running(client, task_queue)
+
+
+async def terminate_running(client: Client, task_queue: str) -> None:
+    """End what a test left running on its task queue, so that no later test joins a workflow
+    (the same stream's recovery, say) that no worker will ever run again."""
+    query = f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        with suppress(RPCError):  # it ended meanwhile
+            await handle.terminate(reason="test over")
