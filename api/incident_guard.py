@@ -11,8 +11,6 @@ refusals it stands for.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,13 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import metrics
 from api.errors import ApiError
+from api.periodic import Periodic
 from routing.incidents import Protection, ProtectionConfig, RetryWindow, protection_refusal
 from routing.types import IncidentGuard, RoutingRequest, RoutingSnapshot
 from store.db import transaction
 from store.events import publish
 from switchyard.settings import Settings
 
-log = logging.getLogger("switchyard.api")
 ANNOUNCE_EVERY_SECONDS = 1.0
 
 
@@ -50,7 +48,7 @@ class _Refusals:
     detail: str
 
 
-class IncidentProtector:
+class IncidentProtector(Periodic):
     """Checks protected decisions, counts their attempts, announces refusals."""
 
     def __init__(
@@ -65,7 +63,8 @@ class IncidentProtector:
         self.clock = clock
         self._windows: dict[str, RetryWindow] = {}
         self._pending: dict[tuple[str, str, Protection], _Refusals] = {}
-        self._task: asyncio.Task[None] | None = None
+        self.every = ANNOUNCE_EVERY_SECONDS
+        self.doing = "announcing incident refusals"
 
     def admit(
         self, request: RoutingRequest, guard: IncidentGuard, snapshot: RoutingSnapshot
@@ -125,25 +124,5 @@ class IncidentProtector:
                 )
         return len(pending)
 
-    def start(self) -> None:
-        """Announce refusals every second on the running loop."""
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="incident-guard")
-
-    async def stop(self) -> None:
-        """Stop the loop, then announce what is left."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        try:
-            await asyncio.to_thread(self.announce, self.take())
-        except Exception as exc:  # counted in /metrics already
-            log.warning("incident refusals not announced: %s", exc.__class__.__name__)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(ANNOUNCE_EVERY_SECONDS)
-            try:
-                await asyncio.to_thread(self.announce, self.take())
-            except Exception as exc:  # the store may be briefly down: counted in /metrics
-                log.warning("announcing incident refusals failed: %s", exc.__class__.__name__)
+    def tick(self) -> int:
+        return self.announce(self.take())

@@ -3,26 +3,23 @@ of outcome batches are folded into the audit chain (store/receipts.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.periodic import Periodic
 from store.base import utcnow
 from store.db import transaction
 from store.receipts import SEAL_LIMIT, seal_receipts
 
-log = logging.getLogger("switchyard.api")
 SEAL_EVERY_SECONDS = 1.0
 
 
-class ReceiptSealer:
+class ReceiptSealer(Periodic):
     """Seals receipts in the background; several API processes may run one each."""
 
     def __init__(self, sessions: sessionmaker[Session], every: float = SEAL_EVERY_SECONDS) -> None:
         self.sessions = sessions
         self.every = every
-        self._task: asyncio.Task[None] | None = None
+        self.doing = "sealing audit receipts"
         self.sealed = 0
 
     def seal(self) -> int:
@@ -40,25 +37,5 @@ class ReceiptSealer:
                 self.sealed += total
                 return total
 
-    def start(self) -> None:
-        """Start sealing every `every` seconds on the running loop."""
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="receipt-sealer")
-
-    async def stop(self) -> None:
-        """Stop the loop, then seal what is left (a graceful shutdown leaves nothing unsealed)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        try:
-            await asyncio.to_thread(self.seal)
-        except Exception as exc:  # the next process to start seals them
-            log.warning("audit receipts not sealed at shutdown: %s", exc.__class__.__name__)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            try:
-                await asyncio.to_thread(self.seal)
-            except Exception as exc:  # the store may be briefly down: the receipts wait
-                log.warning("sealing audit receipts failed: %s", exc.__class__.__name__)
+    def tick(self) -> int:
+        return self.seal()
