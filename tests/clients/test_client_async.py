@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from client_support import (
+    DEADLINE,
     GENEROUS_LIMITS,
     PRIMARY,
     SECONDARY,
@@ -75,7 +76,7 @@ async def test_a_call_whose_first_node_fails_is_retried_on_another_node(
     decisions: list[Decision] = []
     handlers = {PRIMARY: declining(PRIMARY), SECONDARY: paying(SECONDARY)}
     hooks = Hooks(on_decision=decisions.append)
-    async with AsyncSwitchyard(api.url, operator, hooks=hooks) as sy:
+    async with AsyncSwitchyard(api.url, operator, hooks=hooks, decision_deadline=DEADLINE) as sy:
         paid = await sy.call(*PAY, handlers, "order-1", **CRITICAL)
         assert paid == f"paid by {SECONDARY} for order-1"
         assert await sy.flush(timeout=30)
@@ -91,7 +92,9 @@ async def test_with_the_api_stopped_calls_go_on_locally_and_reports_arrive_when_
     decisions: list[Decision] = []
     handlers = {PRIMARY: paying(PRIMARY), SECONDARY: paying(SECONDARY)}
     hooks = Hooks(on_decision=decisions.append)
-    async with AsyncSwitchyard(api.url, operator, catalog_refresh_interval=0.2, hooks=hooks) as sy:
+    async with AsyncSwitchyard(
+        api.url, operator, catalog_refresh_interval=0.2, hooks=hooks, decision_deadline=DEADLINE
+    ) as sy:
         await until(lambda: sy.catalog is not None, what="the first catalog copy")
         for n in range(3):
             assert await sy.call(*PAY, handlers, n, **CRITICAL) == f"paid by {PRIMARY} for {n}"
@@ -113,7 +116,7 @@ async def test_a_bad_token_raises_at_once(api: RestartableApi) -> None:
     async def never(order: str) -> None:
         called.append(order)
 
-    async with AsyncSwitchyard(api.url, "not-a-token") as sy:
+    async with AsyncSwitchyard(api.url, "not-a-token", decision_deadline=DEADLINE) as sy:
         with pytest.raises(RequestRejected) as raised:
             await sy.call(*PAY, {PRIMARY: never}, "order-1")
         assert (raised.value.status, raised.value.code) == (401, "unauthorized")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from client_support import GENEROUS_LIMITS, PRIMARY, SECONDARY, RestartableApi
+from client_support import DEADLINE, GENEROUS_LIMITS, PRIMARY, SECONDARY, RestartableApi
 from sqlalchemy import Engine
 
 from api.app import create_app
@@ -33,6 +33,7 @@ def test_the_payment_example_fails_over_and_pays_every_order(
 ) -> None:
     command = [sys.executable, str(EXAMPLE), "--switchyard", api.url, "--payments", "12"]
     command += ["--fail-after", "4", "--pause", "0.02", "--token", token(Role.operator)]
+    command += ["--decision-deadline", str(DEADLINE)]
     # This tree's client, whatever the virtual environment's editable install points at.
     env = {**os.environ, "PYTHONPATH": str(ROOT / "clients" / "python" / "src")}
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)

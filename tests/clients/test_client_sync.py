@@ -10,6 +10,7 @@ import httpx
 import pytest
 from client_support import (
     BASE,
+    DEADLINE,
     GENEROUS_LIMITS,
     PREMIUM,
     PRIMARY,
@@ -63,7 +64,9 @@ def test_a_call_whose_first_node_fails_is_retried_on_another_node(
 ) -> None:
     decisions: list[Decision] = []
     handlers = {PRIMARY: failing(PRIMARY), SECONDARY: paying(SECONDARY)}
-    with Switchyard(api.url, operator, hooks=Hooks(on_decision=decisions.append)) as sy:
+    with Switchyard(
+        api.url, operator, hooks=Hooks(on_decision=decisions.append), decision_deadline=DEADLINE
+    ) as sy:
         assert sy.call(*PAY, handlers, "order-1", **CRITICAL) == f"paid by {SECONDARY} for order-1"
         assert sy.counters.retries == 1
     assert [(d.node_id, d.decided_locally) for d in decisions] == [
@@ -91,7 +94,7 @@ def test_reported_outcomes_move_the_providers_figures(
 
     handlers = {PRIMARY: sometimes, SECONDARY: paying(SECONDARY)}
     # Nothing is sent before flush(): every first attempt is decided on the same figures.
-    with Switchyard(api.url, operator, report_interval=60.0) as sy:
+    with Switchyard(api.url, operator, report_interval=60.0, decision_deadline=DEADLINE) as sy:
         for _ in range(8):
             sy.call(*PAY, handlers, **CRITICAL)
         assert sy.counters.reports_sent == 0
@@ -109,7 +112,7 @@ def test_a_burst_of_failures_opens_the_breaker_and_later_decisions_avoid_it(
     api: RestartableApi, operator: str, viewer: str
 ) -> None:
     handlers = {PRIMARY: failing(PRIMARY), SECONDARY: paying(SECONDARY)}
-    with Switchyard(api.url, operator, report_interval=60.0) as sy:
+    with Switchyard(api.url, operator, report_interval=60.0, decision_deadline=DEADLINE) as sy:
         for _ in range(5):  # BREAKER_CONSECUTIVE_FAILURES
             assert sy.call(*PAY, handlers, **CRITICAL) == f"paid by {SECONDARY}"
         assert sy.flush(timeout=30)
@@ -134,7 +137,9 @@ def test_with_the_api_stopped_calls_go_on_locally_and_reports_arrive_when_it_is_
     decisions: list[Decision] = []
     handlers = {PRIMARY: paying(PRIMARY), SECONDARY: paying(SECONDARY)}
     hooks = Hooks(on_decision=decisions.append)
-    with Switchyard(api.url, operator, catalog_refresh_interval=0.2, hooks=hooks) as sy:
+    with Switchyard(
+        api.url, operator, catalog_refresh_interval=0.2, hooks=hooks, decision_deadline=DEADLINE
+    ) as sy:
         wait_until(lambda: sy.catalog is not None, what="the first catalog copy")
         for n in range(5):
             assert sy.call(*PAY, handlers, n, **CRITICAL) == f"paid by {PRIMARY} for {n}"
@@ -160,13 +165,16 @@ def test_a_bad_token_raises_at_once_with_the_servers_message(
         headers={"Authorization": "Bearer not-a-token"},
     ).json()["error"]
     called: list[str] = []
-    with Switchyard(api.url, "not-a-token") as sy:
+    with Switchyard(api.url, "not-a-token", decision_deadline=DEADLINE) as sy:
         with pytest.raises(RequestRejected) as raised:
             sy.call(*PAY, {PRIMARY: called.append})
         assert (raised.value.status, raised.value.code) == (401, "unauthorized")
         assert raised.value.message == answer["message"]
         assert called == [] and sy.counters.local_decisions == 0
-    with Switchyard(api.url, viewer) as sy, pytest.raises(RequestRejected) as forbidden:
+    with (
+        Switchyard(api.url, viewer, decision_deadline=DEADLINE) as sy,
+        pytest.raises(RequestRejected) as forbidden,
+    ):
         sy.decide(*PAY)
     assert (forbidden.value.status, forbidden.value.code) == (403, "forbidden")
     assert "operate" in forbidden.value.message
@@ -175,7 +183,7 @@ def test_a_bad_token_raises_at_once_with_the_servers_message(
 def test_switchyards_refusal_is_raised_not_decided_around(
     api: RestartableApi, operator: str
 ) -> None:
-    with Switchyard(api.url, operator) as sy:
+    with Switchyard(api.url, operator, decision_deadline=DEADLINE) as sy:
         with pytest.raises(RequestRejected) as raised:
             sy.call(*PAY, {PRIMARY: paying(PRIMARY)}, cost_per_request_limit=0.001)
         assert (raised.value.status, raised.value.code) == (503, "no_eligible_node")
@@ -213,7 +221,9 @@ def test_a_batch_whose_answer_was_lost_is_sent_again_and_counted_once(
 ) -> None:
     transport = LoseFirstOutcomesAnswer()
     handlers = {PRIMARY: paying(PRIMARY)}
-    with Switchyard(api.url, operator, report_interval=60.0, transport=transport) as sy:
+    with Switchyard(
+        api.url, operator, report_interval=60.0, transport=transport, decision_deadline=DEADLINE
+    ) as sy:
         for _ in range(3):
             sy.call(*PAY, handlers, **CRITICAL)
         assert sy.flush(timeout=30)
@@ -225,7 +235,9 @@ def test_a_batch_whose_answer_was_lost_is_sent_again_and_counted_once(
 def test_locally_emergency_only_nodes_serve_only_under_an_emergency_it_knows_of(
     api: RestartableApi, operator: str, sessions: sessionmaker[Session]
 ) -> None:
-    with Switchyard(api.url, operator, catalog_refresh_interval=0.2) as sy:
+    with Switchyard(
+        api.url, operator, catalog_refresh_interval=0.2, decision_deadline=DEADLINE
+    ) as sy:
         wait_until(lambda: sy.catalog is not None, what="the first catalog copy")
         started = utcnow()
         with transaction(sessions) as session:
@@ -256,7 +268,7 @@ def test_locally_emergency_only_nodes_serve_only_under_an_emergency_it_knows_of(
 def test_every_attempt_rides_on_the_last_error(api: RestartableApi, operator: str) -> None:
     handlers = {PRIMARY: failing(PRIMARY), SECONDARY: failing(SECONDARY)}
     with (
-        Switchyard(api.url, operator, max_attempts=2) as sy,
+        Switchyard(api.url, operator, max_attempts=2, decision_deadline=DEADLINE) as sy,
         pytest.raises(ProviderDown, match=SECONDARY) as raised,
     ):
         sy.call(*PAY, handlers, **CRITICAL)

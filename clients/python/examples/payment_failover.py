@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payments", type=int, default=40)
     parser.add_argument("--fail-after", type=int, default=10)
     parser.add_argument("--pause", type=float, default=0.05, help="seconds between payments")
+    parser.add_argument(
+        "--decision-deadline",
+        type=float,
+        default=0.25,
+        help="seconds a decision may wait for Switchyard before the client decides locally",
+    )
     args = parser.parse_args(argv)
 
     primary, secondary = FakeProvider(PRIMARY), FakeProvider(SECONDARY)
@@ -137,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             args.switchyard,
             args.token,
             report_interval=0.2,  # the example is short: let health move within it
+            decision_deadline=args.decision_deadline,
             hooks=Hooks(on_attempt=attempts.append),
         ) as switchyard,
     ):
