@@ -23,8 +23,9 @@ from store.db import make_engine, make_session_factory
 from store.prepare import prepare_store
 from switchyard.settings import Settings
 from temporal_client.client import connect, sdk_runtime
-from worker.setup import ensure_health_sweep, ensure_search_attributes
+from worker.setup import ensure_health_monitor, ensure_search_attributes, retire_sweep_schedule
 from workflows.emergency import EmergencyOverrideWorkflow
+from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.health_sweep import HealthSweepWorkflow
 from workflows.incident import IncidentWorkflow
 from workflows.recovery import ErrorRecoveryWorkflow
@@ -34,7 +35,8 @@ log = logging.getLogger("switchyard.worker")
 WORKFLOWS: list[type] = [
     ErrorRecoveryWorkflow,
     EmergencyOverrideWorkflow,
-    HealthSweepWorkflow,
+    HealthMonitorWorkflow,
+    HealthSweepWorkflow,  # a sweep on demand; the runs an earlier schedule left
     IncidentWorkflow,
 ]
 
@@ -89,7 +91,8 @@ async def run_worker(settings: Settings) -> None:
         log.info("Temporal SDK metrics at http://%s/metrics", settings.worker_metrics_address)
     client = await connect(settings, runtime=runtime, service_name="switchyard-worker")
     await ensure_search_attributes(client, settings.temporal_namespace)
-    await ensure_health_sweep(client, settings)
+    await retire_sweep_schedule(client)
+    await ensure_health_monitor(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,40 +1,31 @@
 """Idempotent start-up registration of what the workflows need on the Temporal server:
-the search attributes they set and the schedule that runs the health sweep."""
+the search attributes they set and the health monitor workflow (which replaced the
+schedule earlier versions ran the sweep on)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleUpdate,
-)
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from switchyard.settings import Settings
-from workflows.health_sweep import HealthSweepWorkflow
-from workflows.health_sweep_types import SWEEP_SCHEDULE_ID, SWEEP_WORKFLOW_ID, SweepInput
+from workflows.health_monitor import HealthMonitorWorkflow
+from workflows.health_sweep_types import (
+    MONITOR_WORKFLOW_ID,
+    SWEEP_SCHEDULE_ID,
+    MonitorConfig,
+    MonitorInput,
+)
 from workflows.search import SEARCH_ATTRIBUTES
 
 log = logging.getLogger("switchyard.worker")
 KEYWORD = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-# A sweep run that finds no worker gives up after this; with overlap SKIP, a stuck run
-# would otherwise hold back every later one.
-SWEEP_RUN_TIMEOUT = timedelta(minutes=5)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
@@ -64,60 +55,44 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
                 raise
 
 
-def health_sweep_schedule(settings: Settings) -> Schedule:
-    """The schedule that runs HealthSweepWorkflow every `health_sweep_interval_seconds`."""
-    every = timedelta(seconds=settings.health_sweep_interval_seconds)
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            HealthSweepWorkflow.run,
-            SweepInput(),
-            id=SWEEP_WORKFLOW_ID,
-            task_queue=settings.temporal_task_queue,
-            execution_timeout=SWEEP_RUN_TIMEOUT,
-            static_summary="Health sweep: re-score nodes, half-open breakers, predict, recover",
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        # A sweep is only useful now: never two at once, never a backlog after downtime.
-        policy=SchedulePolicy(
-            overlap=ScheduleOverlapPolicy.SKIP,
-            catchup_window=max(timedelta(seconds=10), 2 * every),
-        ),
-    )
+def monitor_config(settings: Settings) -> MonitorConfig:
+    """The monitor's configuration from the settings."""
+    return MonitorConfig(interval_seconds=settings.health_sweep_interval_seconds)
 
 
-async def ensure_health_sweep(
-    client: Client, settings: Settings, schedule_id: str = SWEEP_SCHEDULE_ID
+async def ensure_health_monitor(
+    client: Client, settings: Settings, workflow_id: str = MONITOR_WORKFLOW_ID
 ) -> str:
-    """Create the sweep schedule, or update it when its interval or queue changed.
+    """Start the health monitor, or hand the running one the current settings.
 
-    Returns "created", "updated" or "unchanged". Safe to call from every worker at start-up;
-    a schedule an operator paused stays paused.
+    Signal-with-start on the monitor's fixed id: a running monitor (started by this or another
+    worker, or before a restart) gets a `configure` signal, which changes nothing when the
+    settings did not change; when none runs, one starts with the settings. Safe to call from
+    every worker at start-up. Returns the run id of the monitor now running.
     """
-    wanted = health_sweep_schedule(settings)
-    try:
-        await client.create_schedule(schedule_id, wanted)
-        log.info("created schedule %s", schedule_id)
-        return "created"
-    except ScheduleAlreadyRunningError:
-        pass
-    handle = client.get_schedule_handle(schedule_id)
-    current = (await handle.describe()).schedule
-    if _same_schedule(current, wanted):
-        return "unchanged"
-    keep_state = replace(wanted, state=current.state)
-    await handle.update(lambda _: ScheduleUpdate(schedule=keep_state))
-    log.info("updated schedule %s", schedule_id)
-    return "updated"
-
-
-def _same_schedule(current: Schedule, wanted: Schedule) -> bool:
-    action, goal = current.action, wanted.action
-    if not isinstance(action, ScheduleActionStartWorkflow):
-        return False
-    assert isinstance(goal, ScheduleActionStartWorkflow)
-    return (
-        [i.every for i in current.spec.intervals] == [i.every for i in wanted.spec.intervals]
-        and action.workflow == goal.workflow
-        and action.task_queue == goal.task_queue
-        and action.execution_timeout == goal.execution_timeout
+    handle = await client.start_workflow(
+        HealthMonitorWorkflow.run,
+        MonitorInput(config=monitor_config(settings)),
+        id=workflow_id,
+        task_queue=settings.temporal_task_queue,
+        start_signal="configure",
+        start_signal_args=[monitor_config(settings)],
+        static_summary="Health monitor: re-score nodes, half-open breakers, predict, recover",
     )
+    log.info("health monitor %s running (run %s)", workflow_id, handle.result_run_id)
+    return handle.result_run_id or ""
+
+
+async def retire_sweep_schedule(client: Client, schedule_id: str = SWEEP_SCHEDULE_ID) -> bool:
+    """Delete the schedule an earlier version ran the sweep on; True when there was one.
+
+    Its runs still under way finish on their own (HealthSweepWorkflow stays registered).
+    """
+    try:
+        await client.get_schedule_handle(schedule_id).delete()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    log.info("deleted schedule %s: the health monitor workflow sweeps now", schedule_id)
+    return True

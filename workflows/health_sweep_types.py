@@ -1,4 +1,5 @@
-"""Inputs and outputs of HealthSweepWorkflow, and the activities it calls.
+"""Inputs and outputs of HealthMonitorWorkflow and HealthSweepWorkflow, and the activities
+they call.
 
 New fields always get defaults so that recorded histories keep decoding.
 """
@@ -12,8 +13,13 @@ from temporalio import activity
 
 from routing.recovery import Severity
 
+# The one long-running monitor: a fixed id, so every worker's start-up finds the same one.
+MONITOR_WORKFLOW_ID = "switchyard-health-monitor"
+# Sweeps per monitor run before it continues as new: an hour at the default 10 s interval,
+# a history of a few thousand events.
+MONITOR_TICKS_PER_RUN = 360
+# The schedule earlier versions registered (one workflow per sweep); start-up deletes it.
 SWEEP_SCHEDULE_ID = "switchyard-health-sweep"
-SWEEP_WORKFLOW_ID = "switchyard-health-sweep"  # the schedule appends each run's start time
 # Activity names as recorded in histories.
 SWEEP_HEALTH = "monitoring.sweep_health"
 START_RECOVERIES = "monitoring.start_recoveries"
@@ -107,8 +113,54 @@ class SweepResult(BaseModel):
     recoveries: list[RecoveryStart] = Field(default_factory=list)
 
 
+class MonitorConfig(BaseModel):
+    """What the monitor's start-up gives it; the `configure` signal replaces it while it runs
+    (a worker started with a new interval), effective from the next wait."""
+
+    interval_seconds: float = Field(default=10.0, ge=1)
+    start_recoveries: bool = True  # False only re-scores (a dry run)
+
+
+class MonitorState(BaseModel):
+    """What the monitor keeps across its runs (carried through continue-as-new): counters,
+    the pause, and the last sweep."""
+
+    runs: int = 1
+    sweeps: int = 0
+    failed_sweeps: int = 0
+    transitions: int = 0
+    recoveries_started: int = 0
+    paused: bool = False
+    pause_reason: str = ""
+    last_sweep_at: str | None = None
+    last_sweep: SweepResult | None = None
+    last_error: str = ""  # the last sweep's failure; empty when it succeeded
+
+
+class MonitorInput(BaseModel):
+    """One run of HealthMonitorWorkflow; `carried` is set when a run continues as new."""
+
+    config: MonitorConfig = Field(default_factory=MonitorConfig)
+    ticks_per_run: int = Field(default=MONITOR_TICKS_PER_RUN, ge=1)
+    carried: MonitorState | None = None
+
+
+class PauseRequest(BaseModel):
+    """The `pause` signal: no sweep until `resume`; kept across runs and worker restarts."""
+
+    reason: str = ""
+
+
+class MonitorStatus(BaseModel):
+    """The `status` query: the configuration, the state across runs, this run's sweeps."""
+
+    config: MonitorConfig
+    state: MonitorState
+    ticks_this_run: int = 0
+
+
 class SweepSteps:
-    """The activities HealthSweepWorkflow calls: name, input and output of each.
+    """The activities the sweep calls: name, input and output of each.
 
     Called by method reference; activities.monitoring.MonitoringActivities implements them.
     """

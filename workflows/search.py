@@ -12,3 +12,10 @@ PHASE = SearchAttributeKey.for_keyword("Phase")
 INCIDENT_ID = SearchAttributeKey.for_keyword("IncidentId")
 
 SEARCH_ATTRIBUTES = (SERVICE_NAME, SEVERITY, RECOVERY_STRATEGY, PHASE, INCIDENT_ID)
+
+# The Temporal UI's (and `temporal workflow list --query`'s) filter for what operators open
+# it for: recoveries, emergencies and incidents, without the health monitor's runs.
+OPERATOR_WORKFLOW_TYPES = ("ErrorRecoveryWorkflow", "EmergencyOverrideWorkflow", "IncidentWorkflow")
+OPERATOR_WORKFLOWS_QUERY = "WorkflowType IN ({})".format(
+    ", ".join(f"'{name}'" for name in OPERATOR_WORKFLOW_TYPES)
+)

@@ -1,4 +1,4 @@
-"""Monitoring end to end: outcomes open a breaker, the HealthSweep starts a recovery on its
+"""Monitoring end to end: outcomes open a breaker, the health monitor starts a recovery on its
 own, traffic moves to the secondary, and comes back through the staged restore when the
 primary's calls succeed again. API + worker + real Temporal dev server, short timers."""
 
@@ -20,15 +20,12 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.emergency import EmergencyActivities
-from activities.monitoring import MonitoringActivities
-from activities.recovery import RecoveryActivities
 from api.app import create_app
 from api.auth import Role
 from store.models import Event
 from switchyard.settings import Settings
-from worker.main import WORKFLOWS
-from worker.setup import ensure_health_sweep
+from worker.main import WORKFLOWS, all_activities
+from worker.setup import ensure_health_monitor
 
 pytestmark = pytest.mark.devserver
 
@@ -47,7 +44,8 @@ async def monitored(
     sessions: sessionmaker[Session],
     make_settings: Callable[..., Settings],
 ) -> AsyncIterator[TestClient]:
-    """API + a full worker + a 1 s HealthSweep schedule, with short breaker/recovery timers."""
+    """API + a full worker + the health monitor sweeping every 1 s, with short breaker/recovery
+    timers."""
     client = dev_env.client
     settings = make_settings(
         temporal_address=client.service_client.config.target_host,
@@ -58,12 +56,9 @@ async def monitored(
         recovery_monitoring_seconds=1,
         recovery_stage_hold_seconds=1,
     )
-    schedule_id = f"test-sweep-{uuid.uuid4().hex[:8]}"
-    activities = [
-        *RecoveryActivities(sessions, settings).all(),
-        *EmergencyActivities(sessions, settings).all(),
-        *MonitoringActivities(sessions, settings, client).all(),
-    ]
+    monitor_id = f"test-monitor-{uuid.uuid4().hex[:8]}"
+    # Every activity the worker runs: a monitor-started recovery joins an incident too.
+    activities = all_activities(sessions, settings, client)
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with Worker(
             client,
@@ -72,13 +67,13 @@ async def monitored(
             activities=activities,
             activity_executor=executor,
         ):
-            await ensure_health_sweep(client, settings, schedule_id)
+            await ensure_health_monitor(client, settings, monitor_id)
             api = TestClient(create_app(settings, prepare=False))
             await asyncio.to_thread(api.__enter__)
             try:
                 yield api
             finally:
-                await client.get_schedule_handle(schedule_id).delete()
+                await client.get_workflow_handle(monitor_id).terminate("test over")
                 await asyncio.to_thread(api.__exit__, None, None, None)
                 await _end_recovery(dev_env)
 
