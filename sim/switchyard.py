@@ -6,7 +6,7 @@
   breakers and predictions with `routing.health.assess` (sim/monitor.py).
 - The replica reloads its snapshot when the store notifies (a breaker that moved, a material
   drift, an override or emergency change) and every 5 s regardless (api/snapshot.py).
-- The HealthSweep runs every 10 s and starts a recovery for each degraded node that has none,
+- The health monitor sweeps every 10 s and starts a recovery for each degraded node that has none,
   unless its hold would leave the service no node (`routing.recovery.strands_service`); the
   recovery plans its route with `routing.recovery.choose_recovery` and `plan_recovery` and
   then runs ErrorRecoveryWorkflow's timers (sim/recovery.py).
@@ -43,7 +43,7 @@ from workflows.recovery_types import RecoveryConfig
 EPOCH = datetime(2025, 8, 16, 10, 0, tzinfo=UTC)
 # api/snapshot.SAFETY_RELOAD_SECONDS: a replica reloads this often even without a NOTIFY.
 SNAPSHOT_RELOAD_SECONDS = 5.0
-# Settings.health_sweep_interval_seconds: the HealthSweep schedule.
+# Settings.health_sweep_interval_seconds: the health monitor's interval.
 SWEEP_INTERVAL_SECONDS = 10.0
 
 
