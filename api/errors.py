@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -36,10 +37,35 @@ class ApiError(Exception):
         super().__init__(message)
 
 
+# A 422 names the fields it refuses, but a field path may hold a key the client chose (any
+# text, any length, any number of them): the message names a few, escaped and clipped.
+MAX_NAMED_FIELDS = 5
+MAX_FIELD_CHARS = 64
+MAX_VALIDATION_DETAILS = 50
+
+
+def shown_field(name: str) -> str:
+    """A field path as an error shows it: control characters escaped, at most 64 characters."""
+    escaped = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in name
+    )
+    if len(escaped) <= MAX_FIELD_CHARS:
+        return escaped
+    return escaped[: MAX_FIELD_CHARS - 1] + "…"
+
+
+def fields_message(fields: Iterable[str]) -> str:
+    """`invalid request: a, b, c, d, e and 7 more`: the first five distinct fields, in order."""
+    names = list(dict.fromkeys(shown_field(field) for field in fields)) or ["body"]
+    named = ", ".join(names[:MAX_NAMED_FIELDS])
+    more = len(names) - MAX_NAMED_FIELDS
+    return f"invalid request: {named}" + (f" and {more} more" if more > 0 else "")
+
+
 def field_error(field: str, message: str) -> ApiError:
     """A 422 naming one field of the request, shaped as FastAPI's own validation errors."""
     return ApiError(
-        422, "validation_error", f"invalid request: {field}", [{"field": field, "message": message}]
+        422, "validation_error", fields_message([field]), [{"field": field, "message": message}]
     )
 
 
@@ -87,9 +113,11 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def validation_details(errors: Any) -> list[dict[str, Any]]:
-    """Pydantic errors as [{field, message}] with the wire field names."""
+    """Pydantic errors as [{field, message}] with the wire field names (shown as errors show
+    them), at most 50."""
     return [
-        {"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors
+        {"field": shown_field(_field_path(tuple(e.get("loc", ())))), "message": e.get("msg", "")}
+        for e in list(errors)[:MAX_VALIDATION_DETAILS]
     ]
 
 
@@ -102,9 +130,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = validation_details(exc.errors())
-        fields = ", ".join(sorted({d["field"] for d in details}))
-        return error_response(422, "validation_error", f"invalid request: {fields}", details)
+        errors = exc.errors()
+        message = fields_message(sorted({_field_path(tuple(e.get("loc", ()))) for e in errors}))
+        return error_response(422, "validation_error", message, validation_details(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -23,7 +23,7 @@ from api import metrics
 from api.audit import answer_record, mark_audited
 from api.deps import Reporter
 from api.direct_route import DirectRoute
-from api.errors import ApiError, field_error
+from api.errors import ApiError, field_error, fields_message
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope
 from api.schemas.outcomes import (
@@ -80,10 +80,8 @@ def _reports(runtime: ApiRuntime, body: OutcomeBatch, now: datetime) -> list[Out
             )
         )
     if problems:
-        fields = ", ".join(dict.fromkeys(p["field"] for p in problems[:MAX_ERROR_DETAILS]))
-        raise ApiError(
-            422, "validation_error", f"invalid request: {fields}", problems[:MAX_ERROR_DETAILS]
-        )
+        message = fields_message(p["field"] for p in problems)
+        raise ApiError(422, "validation_error", message, problems[:MAX_ERROR_DETAILS])
     return reports
 
 

@@ -144,3 +144,48 @@ def test_unexpected_exceptions_are_500_without_a_trace(
     _envelope(response, 500, "internal_error")
     assert "hunter2" not in response.text and "secret.py" not in response.text
     assert response.headers["X-Request-ID"] == "r-7"
+
+
+CODEC = "/codec/decode"  # the Temporal UI calls it at the root
+
+
+def test_a_422_names_five_fields_and_counts_the_rest(api_client: TestClient, auth: Auth) -> None:
+    # Every metadata value must be a string: each of the twelve keys is refused.
+    metadata = {f"key{i:02d}": i for i in range(12)}
+    response = api_client.post(
+        CODEC, json={"payloads": [{"metadata": metadata}]}, headers=auth(Role.viewer)
+    )
+    error = _envelope(response, 422, "validation_error")["error"]
+    named = ", ".join(f"payloads.0.metadata.key{i:02d}" for i in range(5))
+    assert error["message"] == f"invalid request: {named} and 7 more"
+    assert [d["field"] for d in error["details"]] == [
+        f"payloads.0.metadata.key{i:02d}" for i in range(12)
+    ]
+
+
+def test_a_422_escapes_control_characters_and_clips_long_names(
+    api_client: TestClient, auth: Auth
+) -> None:
+    long_key = "SELECT 1 " + "x" * 500
+    metadata = {"bell\x07\nnext": 1, long_key: 2}
+    response = api_client.post(
+        CODEC, json={"payloads": [{"metadata": metadata}]}, headers=auth(Role.viewer)
+    )
+    error = _envelope(response, 422, "validation_error")["error"]
+    message = error["message"]
+    assert "payloads.0.metadata.bell\\x07\\nnext" in message
+    assert "\x07" not in message and "\n" not in message
+    clipped = ("payloads.0.metadata." + long_key)[:63] + "…"
+    assert clipped in message and "x" * 100 not in message
+    assert {d["field"] for d in error["details"]} == {
+        "payloads.0.metadata.bell\\x07\\nnext",
+        clipped,
+    }
+
+
+def test_details_are_capped_at_fifty(api_client: TestClient, auth: Auth) -> None:
+    payloads = [{"metadata": {"k": 1}} for _ in range(80)]
+    response = api_client.post(CODEC, json={"payloads": payloads}, headers=auth(Role.viewer))
+    error = _envelope(response, 422, "validation_error")["error"]
+    assert len(error["details"]) == 50
+    assert error["message"].endswith(" and 75 more")
