@@ -64,8 +64,13 @@ bench: install
 
 # schemathesis over the OpenAPI document with many more examples than `make test` runs.
 FUZZ_EXAMPLES ?= 300
+# The API fuzzer with many examples from a random seed, printed first so a failure can be
+# replayed: `make fuzz SEED=...`. `make test` runs a few examples from a fixed seed.
 fuzz: install
-	SWITCHYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/security/test_security_openapi_fuzz.py
+	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "fuzz seed $$seed (replay: make fuzz SEED=$$seed)"; \
+	SWITCHYARD_FUZZ_SEED=$$seed SWITCHYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(BIN)/pytest -q tests/security/test_security_openapi_fuzz.py
 
 # The property tests (hypothesis) with new examples drawn from a random seed, printed first so
 # a failure can be replayed: `make explore SEED=...`. `make test` runs fixed examples.
