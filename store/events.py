@@ -165,6 +165,21 @@ def event_rows_since(
     return session.execute(_since(select(_events), since, limit, types, service, until)).all()
 
 
+def event_rows_tail(
+    session: Session,
+    count: int,
+    since: int = 0,
+    types: frozenset[str] | None = None,
+    service: str | None = None,
+    until: int | None = None,
+) -> Sequence[Row[Any]]:
+    """The newest `count` events with since < id (<= until), oldest first, optionally
+    filtered: what happened last, for a reader that starts now."""
+    query = _filtered(select(_events), since, types, service, until)
+    newest = session.execute(query.order_by(_events.c.id.desc()).limit(count)).all()
+    return list(reversed(newest))
+
+
 def _since(
     query: Select[Any],
     since: int,
@@ -173,7 +188,17 @@ def _since(
     service: str | None,
     until: int | None,
 ) -> Select[Any]:
-    query = query.where(_events.c.id > since).order_by(_events.c.id).limit(limit)
+    return _filtered(query, since, types, service, until).order_by(_events.c.id).limit(limit)
+
+
+def _filtered(
+    query: Select[Any],
+    since: int,
+    types: frozenset[str] | None,
+    service: str | None,
+    until: int | None,
+) -> Select[Any]:
+    query = query.where(_events.c.id > since)
     if until is not None:
         query = query.where(_events.c.id <= until)
     if types:

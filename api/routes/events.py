@@ -1,4 +1,5 @@
-"""Events: the outbox as a page (`GET /events`) and as a live WebSocket (`/events`).
+"""Events: the outbox as a page (`GET /events`, or its newest events with `tail`) and as a
+live WebSocket (`/events`).
 
 Both read the same commit-ordered ids (store/events.py), so a client may poll, stream, or
 switch between the two, passing the last id it saw as `since`, and miss nothing.
@@ -23,7 +24,7 @@ from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ErrorEnvelope, ResponseModel
 from api.security import SecurityContext
 from store.crypto import FieldCipher
-from store.events import event_rows_since, latest_event_id
+from store.events import event_rows_since, event_rows_tail, latest_event_id
 
 router = APIRouter(tags=["events"])
 ERRORS = {code: {"model": ErrorEnvelope} for code in (401, 403, 422)}
@@ -96,23 +97,27 @@ def event_filter(types: str | None, service: str | None) -> EventFilter:
 
 
 def _page(
-    runtime: ApiRuntime, cipher: FieldCipher, since: int, limit: int, chosen: EventFilter
+    runtime: ApiRuntime,
+    cipher: FieldCipher,
+    since: int,
+    limit: int,
+    chosen: EventFilter,
+    tail: int | None = None,
 ) -> EventPage:
     with runtime.sessions() as session:
         # Ids are commit-ordered: nothing at or below `head` can still appear, so a filtered
         # page that comes back short lets the next read start from there.
         head = latest_event_id(session)
-        rows = event_rows_since(
-            session,
-            since,
-            limit,
-            types=chosen.types or None,
-            service=chosen.service,
-            until=head,
-        )
+        types = chosen.types or None
+        if tail is not None:
+            rows = event_rows_tail(session, tail, since, types, chosen.service, until=head)
+        else:
+            rows = event_rows_since(session, since, limit, types, chosen.service, until=head)
         events = [EventView.model_validate(outbound(row, cipher).body) for row in rows]
-    next_since = events[-1].id if len(events) == limit else max(since, head)
-    return EventPage(events=events, next_since=next_since)
+    if tail is None and len(events) == limit:
+        return EventPage(events=events, next_since=events[-1].id)
+    # The newest events end at `head`: reading on from there misses nothing.
+    return EventPage(events=events, next_since=max(since, head))
 
 
 @router.get(
@@ -129,8 +134,20 @@ async def get_events(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     types: TypesQuery = None,
     service: ServiceQuery = None,
+    tail: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_LIMIT,
+            description="Instead of the oldest events after `since`, the newest this many "
+            "(still oldest first; `limit` is not used); `nextSince` is then the newest event "
+            "id, to stream or poll on from.",
+        ),
+    ] = None,
 ) -> Envelope[EventPage]:
-    """Events after `since` (an event id), at most `limit`, oldest first; for polling."""
+    """Events after `since` (an event id), at most `limit`, oldest first; for polling.
+
+    With `tail=N`: the newest N events instead (what a screen shows when it opens)."""
     try:
         chosen = event_filter(types, service)
     except FilterError as exc:
@@ -138,7 +155,8 @@ async def get_events(
             422, "validation_error", str(exc), [{"field": exc.field, "message": str(exc)}]
         ) from exc
     cipher = FieldCipher(get_security(request).keyring)
-    return Envelope(data=await asyncio.to_thread(_page, runtime, cipher, since, limit, chosen))
+    page = await asyncio.to_thread(_page, runtime, cipher, since, limit, chosen, tail)
+    return Envelope(data=page)
 
 
 @router.websocket("/events")

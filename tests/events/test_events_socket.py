@@ -297,6 +297,42 @@ def test_polling_pages_with_next_since(
     assert api_client.get(f"{BASE}/events").status_code == 401
 
 
+def test_tail_gives_the_newest_events_oldest_first_and_where_to_read_on(
+    api_client: TestClient, sessions: sessionmaker[Session], auth: Callable[..., dict[str, str]]
+) -> None:
+    viewer = auth(Role.viewer)
+
+    def page(query: str) -> dict[str, Any]:
+        response = api_client.get(f"{BASE}/events{query}", headers=viewer)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    before = head(sessions)
+    ids = commit_events(sessions, drafts(6, "tail", service="stripe"))
+    ids += commit_events(sessions, drafts(2, "other", service="twilio"))
+
+    newest = page("?tail=3")
+    assert [e["id"] for e in newest["events"]] == ids[-3:]  # oldest first
+    assert newest["nextSince"] == ids[-1]
+    assert [e["eventType"] for e in newest["events"]] == ["tail", "other", "other"]
+    # Filtered: the newest stripe events, though twilio's came after them.
+    stripe = page("?tail=4&service=stripe")
+    assert [e["id"] for e in stripe["events"]] == ids[2:6] and stripe["nextSince"] == ids[-1]
+    # Fewer than asked for after `since`: all of them; `limit` plays no part.
+    since = page(f"?tail=50&since={ids[4]}&limit=1")
+    assert [e["id"] for e in since["events"]] == ids[5:]
+    everything = page(f"?tail=1000&since={before}")
+    assert [e["id"] for e in everything["events"]] == ids
+    # Read on from `nextSince`: the next event and nothing before it.
+    later = commit_events(sessions, drafts(1, "tail", service="stripe"))
+    assert [e["id"] for e in page(f"?since={newest['nextSince']}")["events"]] == later
+    for bad in ("0", "1001", "x"):
+        refused = api_client.get(f"{BASE}/events?tail={bad}", headers=viewer)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["details"][0]["field"] == "tail"
+
+
 def test_emergency_text_is_decrypted_for_clients(
     live: LiveApi, sessions: sessionmaker[Session], token: Callable[..., str], settings: Settings
 ) -> None:
