@@ -8,6 +8,7 @@
   const TOKEN_KEY = "switchyard.token";
   const SUBPROTOCOL = "switchyard.events.v1";
   const FEED_MAX = 200;
+  const FEED_TAIL = 50; // the newest events shown on load, before live ones arrive
   const REFRESH = { providers: 10000, active: 5000, analytics: 30000 };
   const $ = (id) => document.getElementById(id);
 
@@ -244,10 +245,13 @@
       .join("  ");
   }
 
-  function addEvent(event) {
+  // `live`: it just happened (highlighted, and the panels it changes refresh); otherwise one
+  // of the newest events loaded when the board opens.
+  function addEvent(event, live = true) {
+    if (lastEventId !== null && event.id <= lastEventId) return; // already shown
     lastEventId = event.id;
     const time = new Date(event.timestamp);
-    const item = el("li", { class: "fresh", "data-event-id": String(event.id),
+    const item = el("li", { class: live ? "fresh" : "earlier", "data-event-id": String(event.id),
       "data-event-type": event.eventType },
       el("span", { class: "id", text: "#" + event.id }),
       el("span", { class: "time",
@@ -262,7 +266,15 @@
     $("feed-empty").hidden = true;
     $("feed-count").textContent = String(Number($("feed-count").textContent) + 1);
     $("last-event").textContent = "last event #" + event.id;
-    react(event);
+    if (live) react(event);
+  }
+
+  // The newest events so far, so the feed does not start empty; the socket then goes on
+  // from the newest event id there is (`nextSince`), missing nothing in between.
+  async function loadRecentEvents() {
+    const page = await api("/events?tail=" + FEED_TAIL);
+    for (const event of page.events) addEvent(event, false);
+    if (lastEventId === null || page.nextSince > lastEventId) lastEventId = page.nextSince;
   }
 
   // Refresh the panels an event changes, at most once per second each.
@@ -353,7 +365,7 @@
     every(loadIncidents, REFRESH.active);
     every(loadAnalytics, REFRESH.analytics);
     timers.push(setInterval(tickAges, 1000)); // ages move between refreshes
-    connect();
+    guarded(loadRecentEvents)().then(connect);
   }
 
   function stop() {

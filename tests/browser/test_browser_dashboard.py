@@ -1,6 +1,7 @@
-"""The dashboard in headless Chromium: sign in, report an error through the API, watch the
-recovery appear with its Temporal UI link and its events arrive live. API + worker + the real
-Temporal dev server; the screenshot goes to test-output/browser/dashboard.png."""
+"""The dashboard in headless Chromium: sign in and see the newest events so far, report an
+error through the API, watch the recovery appear with its Temporal UI link and its events
+arrive live. API + worker + the real Temporal dev server; the screenshot goes to
+test-output/browser/dashboard.png."""
 
 from __future__ import annotations
 
@@ -86,6 +87,14 @@ def _drive(settings: Settings, browser_path: str, work: Path, viewer: str, opera
             "document.getElementById('token-form').requestSubmit(); true"
         )
         browser.wait_for("document.getElementById('connection').dataset.state === 'live'")
+        # The feed opens with the newest events so far: the coordinations made before sign-in.
+        earlier = browser.wait_for(
+            "(() => { const types = [...document.querySelectorAll('#event-list li.earlier')]"
+            ".map(li => li.dataset.eventType);"
+            " return types.length >= 3 && types; })()"
+        )
+        assert earlier.count("enhanced_coordination_completed") == 3
+        assert browser.evaluate("document.getElementById('feed-empty').hidden") is True
         nodes = browser.wait_for("document.querySelectorAll('#services tr[data-node-id]').length")
         assert nodes >= 10  # every catalog node, with health, breaker, cost, prediction
         breaker = browser.evaluate(
