@@ -1,4 +1,4 @@
-"""The monitor's worker side: the HealthSweep activities.
+"""The monitor's worker side: the activities of the health sweep.
 
 `sweep_health` re-scores every node in one transaction (store/health.py), and ends the
 incidents claimed by a correlation that no recovery joined (store/incidents.py).
@@ -61,7 +61,7 @@ log = logging.getLogger("switchyard.monitor")
 
 
 class MonitoringActivities(SweepSteps):
-    """HealthSweep activities; built once per worker with the store and the Temporal client."""
+    """Health sweep activities; built once per worker with the store and the Temporal client."""
 
     def __init__(
         self, sessions: sessionmaker[Session], settings: Settings, client: Client | None = None

@@ -3,7 +3,7 @@
 The batch, the node health it implies, breaker transitions and their events, and the batch's
 audit receipt (its size, what it recorded and the SHA-256 of its body; sealed into the audit
 chain within a second, store/receipts.py) commit in one transaction before the 202 answer.
-Recoveries for degraded nodes are started by the worker's HealthSweep, never here: ingestion
+Recoveries for degraded nodes are started by the worker's health monitor, never here: ingestion
 does not wait on Temporal.
 """
 
