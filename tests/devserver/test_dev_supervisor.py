@@ -1,7 +1,9 @@
-"""`switchyard dev`: healthy within 60 s, Ctrl-C leaves nothing behind, data survives a restart."""
+"""`switchyard dev`: healthy within 60 s, Ctrl-C leaves nothing behind, data survives a restart,
+and the one health monitor workflow with it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
+
+from workflows.health_sweep_types import MONITOR_WORKFLOW_ID
 
 pytestmark = pytest.mark.devserver
 
@@ -64,6 +69,18 @@ def wait_healthy(api: str, deadline: float) -> dict[str, Any]:
             pass
         time.sleep(0.5)
     return last
+
+
+def monitor_run(temporal: str) -> tuple[str, str]:
+    """The health monitor's current run id and status (nothing decoded: no keys needed)."""
+
+    async def describe() -> tuple[str, str]:
+        client = await Client.connect(temporal)
+        described = await client.get_workflow_handle(MONITOR_WORKFLOW_ID).describe()
+        assert described.status is not None
+        return described.run_id, described.status.name
+
+    return asyncio.run(describe())
 
 
 def descendants(pid: int) -> set[int]:
@@ -161,6 +178,9 @@ def test_dev_is_healthy_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
             token,
         )
         assert status == 200, body
+        # The worker started the health monitor.
+        monitor, state = monitor_run(env["SWITCHYARD_TEMPORAL_ADDRESS"])
+        assert state == "RUNNING"
     finally:
         left = stop_dev(dev)
     assert left == set(), f"processes left behind: {left}"
@@ -175,5 +195,7 @@ def test_dev_is_healthy_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
         assert recovery["data"]["selectedNode"] == "google_maps"
         _, analytics = get(f"{api}{BASE}/coordination-analytics", token)
         assert analytics["data"]["totalCoordinations"] >= 1
+        # The restarted worker joined the monitor that was running: still one, the same run.
+        assert monitor_run(env["SWITCHYARD_TEMPORAL_ADDRESS"]) == (monitor, "RUNNING")
     finally:
         assert stop_dev(dev) == set()
