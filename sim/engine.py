@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sim.cascade import OUT_OF_BUDGET
 from sim.policy import Call, Policy
 from sim.world import Attempt, SimNode, World
 
@@ -38,6 +39,9 @@ class RunRecord:
     latency_ms: list[float] = field(default_factory=list)
     cost: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
+    # Requests refused without an answer, and why (the budget limit; a policy's protections).
+    refusals: dict[int, str] = field(default_factory=dict)
+    budget_left: float = 0.0  # the service's money left at the end
 
 
 class Engine:
@@ -78,6 +82,7 @@ class Engine:
             progress(len(self.world.arrivals) % PROGRESS_EVERY)
         longest = (self.retries + 1) * self.timeout_ms / 1000.0
         self._advance(self.world.scenario.duration_seconds + longest + 1.0)
+        self.record.budget_left = self.budget_left
         self.record.wall_seconds = time.perf_counter() - started
         return self.record
 
@@ -116,6 +121,7 @@ class Engine:
                 tried = (*tried, node_id)
                 self._tried[request] = tried
                 if len(tried) > self.retries:
+                    record.refusals[request] = OUT_OF_BUDGET
                     self._finish(request, t, success=False)
                     return
                 continue

@@ -87,6 +87,26 @@ class RequestProfile(_Model):
     remaining_budget: float | None = Field(default=None, ge=0)
 
 
+class TrafficClass(RequestProfile):
+    """One class of the scenario's traffic: its share of arrivals, what its callers send, and
+    the internal service (a consumer of the catalog) that sends it, if any."""
+
+    share: float = Field(gt=0)
+    consumer: str | None = None
+
+
+class Cascade(_Model):
+    """A dependency of the traffic's consumers fails: each consumer job whose call to it fails
+    is retried by the consumer, and every attempt of the job calls the scenario's service."""
+
+    dependency: str  # the failing provider service (e.g. samsara)
+    start: float = Field(ge=0)
+    end: float = Field(gt=0)
+    failure_rate: float = Field(default=100.0, ge=0, le=100)  # percent of its calls failing
+    job_retries: int = Field(default=3, ge=0, le=10)
+    retry_delay_seconds: float = Field(default=1.0, gt=0)
+
+
 class ClientProfile(_Model):
     """The callers' client, the same for every policy: its timeout and retries."""
 
@@ -118,6 +138,9 @@ class Scenario(_Model):
     flaps: tuple[Flap, ...] = ()
     incidents: tuple[Incident, ...] = ()
     emergencies: tuple[Emergency, ...] = ()
+    # Optional: a mix of request classes instead of `request` alone, and a cascade.
+    mix: tuple[TrafficClass, ...] = ()
+    cascade: Cascade | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Scenario:
@@ -129,10 +152,15 @@ class Scenario(_Model):
             times = [p.at for p in points]
             if times != sorted(times):
                 raise ValueError(f"{label}: points must be in time order")
-        windows: list[Incident | Flap] = [*self.incidents, *self.flaps]
+        if self.cascade is not None and not any(c.consumer for c in self.mix):
+            raise ValueError("cascade: needs a mix with a class sent by a consumer")
+        windows: list[Incident | Flap | Cascade] = [*self.incidents, *self.flaps]
+        if self.cascade is not None:
+            windows.append(self.cascade)
         for window in windows:
             if window.end <= window.start:
-                raise ValueError(f"{window.node}: end must be after start")
+                label = window.dependency if isinstance(window, Cascade) else window.node
+                raise ValueError(f"{label}: end must be after start")
         return self
 
     def truncated(self, duration: float) -> Scenario:
@@ -149,7 +177,14 @@ class Scenario(_Model):
     def healthy(self) -> Scenario:
         """The same traffic with every node at its catalog figures: no incident at all."""
         return self.model_copy(
-            update={"nodes": {}, "flaps": (), "incidents": (), "emergencies": (), "name": "healthy"}
+            update={
+                "nodes": {},
+                "flaps": (),
+                "incidents": (),
+                "emergencies": (),
+                "cascade": None,
+                "name": "healthy",
+            }
         )
 
     def all_incidents(self) -> tuple[Incident, ...]:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from routing.incidents import NO_CONSUMERS, ConsumerGraph
 from routing.types import BudgetPeriod, ProviderNode
+from sim.cascade import Traffic, scenario_traffic
 from sim.scenario import Scenario, node_timelines, traffic_timeline
 from store.catalog import load_catalog_file
 
@@ -58,6 +60,7 @@ class Catalog:
     nodes: tuple[ProviderNode, ...]
     budget_period: BudgetPeriod
     budget_limit: float
+    consumers: ConsumerGraph = NO_CONSUMERS  # the catalog's internal services and their uses
 
     @property
     def regular(self) -> tuple[ProviderNode, ...]:
@@ -72,7 +75,7 @@ def load_catalog(service: str, path: Path = DEFAULT_CATALOG) -> Catalog:
         raise KeyError(f"service {service!r} is not in {path}")
     entry = spec.services[service]
     nodes = tuple(n.to_node(service) for n in entry.nodes)
-    return Catalog(service, nodes, entry.budget.period, entry.budget.limit)
+    return Catalog(service, nodes, entry.budget.period, entry.budget.limit, spec.consumer_graph())
 
 
 def arrivals(scenario: Scenario, seed: int) -> list[float]:
@@ -182,7 +185,11 @@ class World:
         self.scenario = scenario
         self.catalog = catalog
         self.seed = seed
-        self.arrivals = arrivals(scenario, seed)
+        # The requests: jobs of the scenario's mix and, in a cascade, the consumers' retries.
+        self.traffic: Traffic = scenario_traffic(
+            scenario, catalog.consumers, arrivals(scenario, seed), seed
+        )
+        self.arrivals = self.traffic.times
         known = {n.node_id for n in catalog.nodes}
         unknown = (set(scenario.nodes) | {i.node for i in scenario.all_incidents()}) - known
         if unknown:
