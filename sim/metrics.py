@@ -53,6 +53,7 @@ class Summary:
     p95_ms: float | None
     shifts: ShiftTimes
     wall_seconds: float
+    budget_left: float = 0.0  # the service's money left at the end
 
     @property
     def failed(self) -> int:
@@ -102,6 +103,7 @@ def summarize(record: RunRecord, incidents: Sequence[Incident], duration: float)
         p95_ms=percentile(latencies, 95) if latencies else None,
         shifts=shift_times(record, incidents, duration),
         wall_seconds=record.wall_seconds,
+        budget_left=record.budget_left,
     )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sim.baselines import EnvoyOutlierEjection, LiteLLMCooldown, PrimaryOnly, RoundRobin
-from sim.engine import Engine, ProgressCallback
+from sim.cascade import ClassFigures, ClassSeries, class_figures, class_series
+from sim.engine import Engine, ProgressCallback, RunRecord
 from sim.metrics import Series, Summary, series, summarize
 from sim.policy import Policy
 from sim.scenario import Scenario
@@ -27,9 +28,14 @@ POLICIES: dict[str, PolicyFactory] = {
         nodes,
         world.scenario.emergencies,
         prediction=False,
+        traffic=world.traffic,
     ),
     "switchyard": lambda world, nodes: SwitchyardPolicy(
-        world.catalog, world.scenario.request, nodes, world.scenario.emergencies
+        world.catalog,
+        world.scenario.request,
+        nodes,
+        world.scenario.emergencies,
+        traffic=world.traffic,
     ),
 }
 # Not run by default and not the live system: Switchyard without a piece the product has,
@@ -41,6 +47,17 @@ ABLATIONS: dict[str, PolicyFactory] = {
         nodes,
         world.scenario.emergencies,
         strand_guard=False,
+        traffic=world.traffic,
+    ),
+    # Switchyard without cascade prevention: no retry budget, no reservation for CRITICAL
+    # and HIGH traffic while an incident is open (docs/INCIDENTS.md).
+    "switchyard-unprotected": lambda world, nodes: SwitchyardPolicy(
+        world.catalog,
+        world.scenario.request,
+        nodes,
+        world.scenario.emergencies,
+        traffic=world.traffic,
+        protection=None,
     ),
 }
 SWITCHYARD = "switchyard"
@@ -56,6 +73,9 @@ class ScenarioResult:
     summaries: tuple[Summary, ...]
     series: dict[str, Series]
     healthy: Summary  # primary-only on the same traffic with no incident
+    # Per policy, its figures per priority class (scenarios with a mix of classes only).
+    classes: dict[str, tuple[ClassFigures, ...]] = field(default_factory=dict)
+    class_series: dict[str, ClassSeries] = field(default_factory=dict)
 
     def summary(self, policy: str) -> Summary:
         """The figures of one policy."""
@@ -85,6 +105,18 @@ def planned_requests(scenario: Scenario, seed: int, policies: int) -> int:
     return len(arrivals(scenario, seed)) * (policies + 1)
 
 
+def run_policy(
+    world: World, factory: PolicyFactory, progress: ProgressCallback | None = None
+) -> RunRecord:
+    """One policy's run on the world, with the requests its protections refused."""
+    nodes = world.nodes()
+    policy = factory(world, nodes)
+    record = Engine(world, policy, nodes).run(progress)
+    if isinstance(policy, SwitchyardPolicy):
+        record.refusals.update(policy.refusals)
+    return record
+
+
 def run_scenario(
     scenario: Scenario,
     policies: Sequence[str] = tuple(POLICIES),
@@ -104,13 +136,21 @@ def run_scenario(
     bucket = max(10.0, duration / BUCKET_COUNT)
     summaries = []
     timelines = {}
+    classes = {}
+    class_timelines = {}
     for name in policies:
-        nodes = world.nodes()
-        record = Engine(world, factories[name](world, nodes), nodes).run(progress)
+        record = run_policy(world, factories[name], progress)
         summaries.append(summarize(record, incidents, duration))
         timelines[name] = series(record, duration, bucket)
+        if scenario.mix:
+            classes[name] = class_figures(record.success, record.refusals, world.traffic)
+            class_timelines[name] = class_series(
+                record.success, record.cost, record.budget_left, world.traffic, duration, bucket
+            )
     healthy_world = World(scenario.healthy(), catalog, seed)
     nodes = healthy_world.nodes()
     baseline = Engine(healthy_world, POLICIES["primary-only"](healthy_world, nodes), nodes)
     healthy = summarize(baseline.run(progress), (), duration)
-    return ScenarioResult(scenario, seed, tuple(summaries), timelines, healthy)
+    return ScenarioResult(
+        scenario, seed, tuple(summaries), timelines, healthy, classes, class_timelines
+    )

@@ -12,6 +12,10 @@
   then runs ErrorRecoveryWorkflow's timers (sim/recovery.py).
 - An emergency override (EmergencyOverrideWorkflow) puts an `EmergencyState` in the snapshot
   until its deadline, or until its 30 s spend poll finds the cap spent.
+- While the scenario's incident is open and its blast radius holds the service, every
+  decision first passes `routing.incidents.protection_refusal` with the service's retry
+  window, as api/incident_guard.py admits it: a refusal (`retry_budget_exhausted`,
+  `shed_for_incident`) is the caller's 503, and the request ends without an answer.
 """
 
 from __future__ import annotations
@@ -21,16 +25,20 @@ from datetime import UTC, datetime, timedelta
 
 from routing.decide import decide
 from routing.health import Degradation, MonitoringConfig
+from routing.incidents import ProtectionConfig, RetryWindow, protection_refusal
 from routing.recovery import Severity, choose_recovery, plan_recovery, strands_service
 from routing.retry import decide_retry
 from routing.types import (
     BudgetState,
     EmergencyState,
+    ExclusionReason,
+    IncidentGuard,
     NoEligibleNode,
     RoutingOverride,
     RoutingRequest,
     RoutingSnapshot,
 )
+from sim.cascade import OUT_OF_BUDGET, Traffic
 from sim.monitor import Monitor, NodeState, fresh_state, without_prediction
 from sim.policy import Call
 from sim.recovery import Effect, RecoveryRun
@@ -80,6 +88,8 @@ class SwitchyardPolicy:
         config: MonitoringConfig | None = None,
         recovery: RecoveryConfig | None = None,
         strand_guard: bool = True,
+        traffic: Traffic | None = None,
+        protection: ProtectionConfig | None = ProtectionConfig(),
     ) -> None:
         self.name = "switchyard" if prediction else "switchyard-no-prediction"
         if not strand_guard:
@@ -87,7 +97,23 @@ class SwitchyardPolicy:
             # recovery holds yielded, an ablation that keeps the finding reproducible
             # (docs/SIMULATION.md).
             self.name += "-unguarded"
+        if protection is None:
+            # Not the live system either: no cascade prevention during an incident.
+            self.name += "-unprotected"
         self.strand_guard = strand_guard
+        self.traffic = traffic
+        self.protection = protection
+        incident = traffic.incident if traffic is not None else None
+        self.incident = incident
+        self.guard = (
+            IncidentGuard(incident.incident_id, at(incident.start))
+            if incident is not None
+            else None
+        )
+        self._incident_open = False
+        self._retry_window = RetryWindow((protection or ProtectionConfig()).retry_window_seconds)
+        # Requests refused without an answer: a protection, or no node the budget pays for.
+        self.refusals: dict[int, str] = {}
         self.service = catalog.service
         self.catalog = catalog
         self.profile = request
@@ -115,18 +141,22 @@ class SwitchyardPolicy:
     # ---- the hot path ----
 
     def choose(self, call: Call) -> str | None:
-        """The node `routing.decide` picks for this attempt on the replica's snapshot."""
+        """The node `routing.decide` picks for this attempt on the replica's snapshot, or None
+        (no eligible node, or refused by the incident's protections)."""
+        profile = self.traffic.profile(call.request) if self.traffic else self.profile
         request = RoutingRequest(
             service=self.service,
-            operation=self.profile.operation,
+            operation=profile.operation,
             request_id=f"sim-{call.request}",
-            priority=self.profile.priority,
-            business_criticality=self.profile.business_criticality,
-            remaining_budget=self.profile.remaining_budget,
-            cost_per_request_limit=self.profile.cost_per_request_limit,
+            priority=profile.priority,
+            business_criticality=profile.business_criticality,
+            remaining_budget=profile.remaining_budget,
+            cost_per_request_limit=profile.cost_per_request_limit,
             failed_providers=frozenset(call.tried),
         )
         snapshot = self._decision_snapshot(call)
+        if self._refused(request, snapshot, call):
+            return None
         # The ablation has neither protection against stranding: no strand guard, and
         # recovery holds that never yield.
         yields = self.strand_guard
@@ -135,10 +165,25 @@ class SwitchyardPolicy:
                 decision = decide_retry(request, snapshot, at(call.t), hold_yields=yields)
             else:
                 decision = decide(request, snapshot, at(call.t), hold_yields=yields)
-        except NoEligibleNode:
+        except NoEligibleNode as exc:
+            if any(e.reason is ExclusionReason.BUDGET_EXHAUSTED for e in exc.exclusions):
+                self.refusals[call.request] = OUT_OF_BUDGET
             return None
         self._used_emergency = decision.emergency_applied
         return decision.node.node_id
+
+    def _refused(self, request: RoutingRequest, snapshot: RoutingSnapshot, call: Call) -> bool:
+        """IncidentProtector.admit: refuse the request, or count it in the retry window."""
+        config = self.protection
+        if config is None or self.service not in snapshot.incidents:
+            return False
+        budget = snapshot.budgets.get(self.service)
+        refusal = protection_refusal(request, budget, self._retry_window, call.t, config)
+        if refusal is None:
+            self._retry_window.count(call.t, retry=bool(request.failed_providers))
+            return False
+        self.refusals[call.request] = refusal[0].value
+        return True
 
     def covers(self, cost: float, t: float) -> bool:
         """Charge the emergency (store/coordinations.charge_budget) when it applied."""
@@ -165,6 +210,7 @@ class SwitchyardPolicy:
         now = at(t)
         changed = self._update_prices(t)
         changed |= self._run_emergency(t)
+        changed |= self._open_or_close_incident(t)
         changed |= self.monitor.ingest(now, t)
         if t >= self._next_sweep:
             self._next_sweep += SWEEP_INTERVAL_SECONDS
@@ -175,6 +221,15 @@ class SwitchyardPolicy:
         if changed or t - self._reloaded_at >= SNAPSHOT_RELOAD_SECONDS:
             self._snapshot = self._load()
             self._reloaded_at = t
+
+    def _open_or_close_incident(self, t: float) -> bool:
+        """The incident's row claimed or ended: the replicas reload at once (NOTIFY)."""
+        incident = self.incident
+        open_now = incident is not None and incident.protects(self.service, t)
+        if open_now == self._incident_open:
+            return False
+        self._incident_open = open_now
+        return True
 
     def _update_prices(self, t: float) -> bool:
         """A provider's new price, published in the catalog the moment it applies."""
@@ -300,6 +355,9 @@ class SwitchyardPolicy:
             if emergency is not None and not emergency.ended
             else {},
             budgets={self.service: self._budget(self._budget_spent)},
+            incidents={self.service: self.guard}
+            if self.guard is not None and self._incident_open
+            else {},
         )
 
     def _budget(self, spent: float) -> BudgetState:
