@@ -9,7 +9,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sim.plot import plot as draw_plot
-from sim.report import heading, markdown_table, rich_table, throughput_line
+from sim.report import (
+    class_markdown_table,
+    class_rich_table,
+    heading,
+    markdown_table,
+    rich_table,
+    throughput_line,
+)
 from sim.runner import ABLATIONS, POLICIES, planned_requests, run_scenario
 from sim.scenario import ScenarioError, load_scenario
 
@@ -58,8 +65,15 @@ def simulate_command(
         console.print(heading(result), markup=False, highlight=False, soft_wrap=True)
         console.print()
         console.print(markdown_table(result), markup=False, highlight=False, soft_wrap=True)
+        if result.classes:
+            console.print()
+            console.print(
+                class_markdown_table(result), markup=False, highlight=False, soft_wrap=True
+            )
     else:
         console.print(rich_table(result))
+        if result.classes:
+            console.print(class_rich_table(result))
     console.print(throughput_line(result), highlight=False)
     if plot is not None:
         console.print(f"plot written to {draw_plot(result, plot)}", highlight=False)

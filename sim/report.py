@@ -75,9 +75,11 @@ def heading(result: ScenarioResult) -> str:
     scenario = result.scenario
     healthy = result.healthy.cost_per_success
     baseline = f"{healthy:.5f}" if healthy is not None else "—"
+    # A cascade's consumer retries are requests too: the healthy run has none of them.
+    requests = result.summaries[0].requests if result.summaries else result.healthy.requests
     return (
         f"{scenario.title} — {scenario.name}, seed {result.seed}, "
-        f"{result.healthy.requests:,} requests per policy over "
+        f"{requests:,} requests per policy over "
         f"{scenario.duration_seconds / 60:g} min, {scenario.client.retries} client "
         f"retr{'y' if scenario.client.retries == 1 else 'ies'}; healthy baseline "
         f"{baseline} per successful request"
@@ -111,3 +113,52 @@ def throughput_line(result: ScenarioResult) -> str:
         f"simulated {result.requests:,} requests in {result.wall_seconds:.2f} s of wall time "
         f"({rate:,.0f} requests/s)"
     )
+
+
+def class_headers(result: ScenarioResult) -> tuple[str, ...]:
+    """The per-class table's columns: success per priority, refusals, budget left."""
+    first = next(iter(result.classes.values()), ())
+    return (
+        "policy",
+        *(f"{c.priority.value} success" for c in first),
+        "shed",
+        "retries refused",
+        "out of budget",
+        "budget left",
+    )
+
+
+def class_rows(result: ScenarioResult) -> list[tuple[str, ...]]:
+    """Per policy: each priority's success, its refused requests by reason, the budget left."""
+    rows = []
+    for summary in result.summaries:
+        classes = result.classes.get(summary.policy, ())
+        rows.append(
+            (
+                summary.policy,
+                *(f"{c.success_rate:.2f}%" for c in classes),
+                f"{sum(c.shed for c in classes):,}",
+                f"{sum(c.retries_refused for c in classes):,}",
+                f"{sum(c.out_of_budget for c in classes):,}",
+                f"{summary.budget_left:.2f}",
+            )
+        )
+    return rows
+
+
+def class_rich_table(result: ScenarioResult) -> Table:
+    """The per-class table for the terminal."""
+    table = Table(title="Per priority class", title_justify="left")
+    for index, header in enumerate(class_headers(result)):
+        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True)
+    for row in class_rows(result):
+        table.add_row(*row)
+    return table
+
+
+def class_markdown_table(result: ScenarioResult) -> str:
+    """The per-class table as GitHub Markdown."""
+    headers = class_headers(result)
+    lines = ["| " + " | ".join(headers) + " |", "|---|" + "---:|" * (len(headers) - 1)]
+    lines.extend("| " + " | ".join(row) + " |" for row in class_rows(result))
+    return "\n".join(lines)
