@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from api.incident_guard import protection_config
 from api.snapshot import SAFETY_RELOAD_SECONDS
 from routing.health import MonitoringConfig
+from routing.incidents import ProtectionConfig
 from routing.recovery import HEALTHY_MIN_SCORE
 from routing.types import ProviderNode
 from sim import monitor, switchyard
+from sim.scenario import load_scenario
+from sim.world import World, load_catalog
 from store.health import DRIFT_NOTIFY_INTERVAL, monitoring_config
 from switchyard.settings import Settings
 
@@ -29,3 +33,14 @@ def test_timers_and_thresholds_match_the_live_system() -> None:
     assert not state.healthy()
     sweep = Settings.model_fields["health_sweep_interval_seconds"].default
     assert sweep == switchyard.SWEEP_INTERVAL_SECONDS
+
+
+def test_incident_protections_are_the_default_settings() -> None:
+    live = protection_config(Settings.model_construct())
+    world = World(load_scenario("samsara_cascade"), load_catalog("maps"), 1)
+    policy = switchyard.SwitchyardPolicy(
+        world.catalog, world.scenario.request, world.nodes(), traffic=world.traffic
+    )
+
+    assert ProtectionConfig() == live
+    assert policy.protection == live
