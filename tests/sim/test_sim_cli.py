@@ -59,3 +59,17 @@ def test_unknown_scenario_and_policy_exit_2() -> None:
     assert runner.invoke(app, ["simulate", "no_such_scenario"]).exit_code == 2
     bad = runner.invoke(app, ["simulate", "stripe_error_rate", "--policy", "magic"])
     assert bad.exit_code == 2 and "unknown policy magic" in bad.output
+
+
+def test_a_scenario_with_a_mix_prints_its_classes_and_plots_them(tmp_path: Path) -> None:
+    plot = tmp_path / "cascade.png"
+    args = ["simulate", "samsara_cascade", "--duration", "360", "--policy", "switchyard"]
+
+    result = runner.invoke(app, [*args, "--markdown", "--plot", str(plot)])
+
+    assert result.exit_code == 0, result.output
+    assert "| policy | CRITICAL success | HIGH success | NORMAL success | LOW success |" in (
+        result.output
+    )
+    assert "| shed | retries refused | out of budget | budget left |" in result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
