@@ -51,7 +51,13 @@ def simulate_command(
         return 2
     if duration is not None:
         scenario = scenario.truncated(duration)
-    total = planned_requests(scenario, seed, len(chosen))
+    try:
+        total = planned_requests(scenario, seed, len(chosen))
+    except KeyError as exc:  # a consumer or dependency the catalog does not have
+        console.print(
+            f"[red]error:[/] {scenario_name}: {exc.args[0]}", highlight=False, soft_wrap=True
+        )
+        return 2
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

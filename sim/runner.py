@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sim.baselines import EnvoyOutlierEjection, LiteLLMCooldown, PrimaryOnly, RoundRobin
-from sim.cascade import ClassFigures, ClassSeries, class_figures, class_series
+from sim.cascade import ClassFigures, ClassSeries, class_figures, class_series, scenario_traffic
 from sim.engine import Engine, ProgressCallback, RunRecord
 from sim.metrics import Series, Summary, series, summarize
 from sim.policy import Policy
@@ -101,8 +101,15 @@ def scenario_catalog(scenario: Scenario, path: Path = DEFAULT_CATALOG) -> Catalo
 
 
 def planned_requests(scenario: Scenario, seed: int, policies: int) -> int:
-    """How many requests a run will simulate (for a progress bar): the healthy run too."""
-    return len(arrivals(scenario, seed)) * (policies + 1)
+    """How many requests a run will simulate (for a progress bar): the healthy run too.
+
+    Raises KeyError naming the field when the scenario names a consumer or a dependency the
+    catalog does not have.
+    """
+    jobs = arrivals(scenario, seed)
+    consumers = scenario_catalog(scenario).consumers
+    # A cascade's consumer retries are requests of every policy's run, not the healthy one's.
+    return len(scenario_traffic(scenario, consumers, jobs, seed).times) * policies + len(jobs)
 
 
 def run_policy(

@@ -73,3 +73,16 @@ def test_a_scenario_with_a_mix_prints_its_classes_and_plots_them(tmp_path: Path)
     )
     assert "| shed | retries refused | out of budget | budget left |" in result.output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_consumer_the_catalog_lacks_exits_2_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "stranger.yaml"
+    path.write_text(
+        "name: stranger\ntitle: Stranger\nservice: maps\nduration_seconds: 60\n"
+        "traffic: [{at: 0, rate: 1}]\nmix: [{share: 1, priority: LOW, consumer: billing}]\n"
+    )
+
+    result = runner.invoke(app, ["simulate", str(path), "--policy", "switchyard"])
+
+    assert result.exit_code == 2
+    assert "mix[0].consumer: 'billing' is not a consumer of the catalog" in result.output
