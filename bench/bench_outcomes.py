@@ -41,6 +41,7 @@ from bench.bench_http import (
     free_port,
     fresh_database,
     postgres_cpu_seconds,
+    process_cpu_seconds,
     tree_cpu_seconds,
     wait_for_health,
 )
@@ -77,6 +78,32 @@ class Tally:
     def percentile_ms(self, q: float) -> float:
         """The q-th percentile batch latency in milliseconds."""
         return 1000 * nearest_rank(self.latencies, q)
+
+
+def backend_cpu(database: str) -> dict[int, float]:
+    """CPU so far of each PostgreSQL backend serving `database` (its process title names it).
+
+    The machine's PostgreSQL serves other databases too; only these backends are this run's.
+    """
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            # "postgres: user database host(port) state"
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").split()
+        except OSError:
+            continue
+        if database.encode() in title:
+            found[int(entry.name)] = process_cpu_seconds(int(entry.name))
+    return found
+
+
+def backend_cpu_since(database: str, before: dict[int, float]) -> float:
+    """CPU the database's backends used since `before` (backends that exited meanwhile lost)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in backend_cpu(database).items())
 
 
 def service_nodes(catalog: CatalogSpec) -> list[tuple[str, list[tuple[str, float]]]]:
@@ -170,7 +197,8 @@ def run_store(url: str, catalog: CatalogSpec, args: argparse.Namespace) -> dict[
     start = time.time() + 2.0 + args.warmup  # 2 s for the processes to start
     stop = start + args.duration
     queue: Any = multiprocessing.get_context("fork").Queue()
-    pg_before = postgres_cpu_seconds()
+    pg_before, backends_before = postgres_cpu_seconds(), backend_cpu(DATABASE)
+    began = time.time()  # the writers write (unmeasured) from their start: CPU counts from here
     processes = [
         multiprocessing.get_context("fork").Process(
             target=_store_process,
@@ -180,6 +208,11 @@ def run_store(url: str, catalog: CatalogSpec, args: argparse.Namespace) -> dict[
     ]
     for process in processes:
         process.start()
+    # PostgreSQL's figures are read at the end of the window, while the writers' backends
+    # live: they exit when the writers dispose of their engines.
+    time.sleep(max(0.0, stop - time.time()))
+    postgres = backend_cpu_since(DATABASE, backends_before)
+    everything = postgres_cpu_seconds() - pg_before
     results: list[tuple[Tally, float]] = []
     deadline = stop + 60.0
     while len(results) < len(processes):
@@ -197,14 +230,19 @@ def run_store(url: str, catalog: CatalogSpec, args: argparse.Namespace) -> dict[
     for tally, cpu in results:
         total.add(tally)
         client_cpu += cpu
-    window = args.duration + args.warmup
+    window = stop - began
     return {
         "mode": f"store, {args.processes} process(es) x {args.threads} thread(s)"
         + (", one hot service" if args.hot else ""),
         "tally": total,
         "rate": total.outcomes / args.duration,
-        "cpu": f"writers {client_cpu / window:.2f}, PostgreSQL "
-        f"{(postgres_cpu_seconds() - pg_before) / window:.2f}",
+        "window": window,
+        "warmup": window - args.duration,
+        "cpu": {
+            "writers": client_cpu,
+            "PostgreSQL": postgres,
+            "all PostgreSQL": everything,
+        },
     }
 
 
@@ -269,6 +307,23 @@ async def _http_load(
     return total
 
 
+STARTED = b"Application startup complete."
+
+
+def wait_for_workers(
+    log_path: Path, workers: int, process: subprocess.Popen[bytes], timeout: float = 120.0
+) -> float:
+    """Wait until every uvicorn worker logged the end of its start-up; seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited with {process.returncode} while starting")
+        if log_path.read_bytes().count(STARTED) >= workers:
+            return time.monotonic() - began
+        time.sleep(0.1)
+    raise RuntimeError(f"not every API worker started within {timeout:.0f} s")
+
+
 def run_http(
     url: str, catalog: CatalogSpec, settings: Settings, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -314,7 +369,7 @@ def run_http(
         "--workers",
         str(args.workers),
         "--log-level",
-        "warning",
+        "info",  # uvicorn's own lines only: each worker says when its start-up is complete
         "--no-access-log",
     ]
     log_path = settings.home / "api.log"
@@ -324,16 +379,21 @@ def run_http(
         )
         try:
             wait_for_health(f"http://127.0.0.1:{port}", process)
+            # /health answers as soon as one worker is up; on a busy machine the others can
+            # take seconds more to start, and would be missing from the measured window.
+            waited = wait_for_workers(log_path, args.workers, process)
             token = issue_token(settings, subject="bench", roles=[Role.operator], ttl=3600)
             api_before, pg_before = tree_cpu_seconds(process.pid), postgres_cpu_seconds()
+            backends_before = backend_cpu(DATABASE)
             client_before = time.process_time()
             tally = asyncio.run(_http_load(port, token, bodies, args))
             window = args.duration + args.warmup
-            cpu = (
-                f"API {(tree_cpu_seconds(process.pid) - api_before) / window:.2f}, PostgreSQL "
-                f"{(postgres_cpu_seconds() - pg_before) / window:.2f}, client "
-                f"{(time.process_time() - client_before) / window:.2f}"
-            )
+            cpu = {
+                "API": tree_cpu_seconds(process.pid) - api_before,
+                "PostgreSQL": backend_cpu_since(DATABASE, backends_before),
+                "all PostgreSQL": postgres_cpu_seconds() - pg_before,
+                "client": time.process_time() - client_before,
+            }
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -346,7 +406,10 @@ def run_http(
         + (", one hot service" if args.hot else ""),
         "tally": tally,
         "rate": tally.outcomes / args.duration,
+        "window": window,
+        "warmup": args.warmup,
         "cpu": cpu,
+        "note": f"every worker ready {waited:.1f} s after the first answered /health",
     }
 
 
@@ -357,8 +420,24 @@ def row(result: dict[str, Any]) -> str:
     return (
         f"| {result['mode']} | {result['rate']:,.0f} | {tally.batches} | {tally.errors} "
         f"| {mean:.1f} | {tally.percentile_ms(50):.1f} | {tally.percentile_ms(99):.1f} "
-        f"| {result['cpu']} |"
+        f"| {cpu_figures(result)} |"
     )
+
+
+def cpu_figures(result: dict[str, Any]) -> str:
+    """Each party's CPU in cores over the run, and in ms per batch measured.
+
+    CPU is read over warm-up and measured window together, batches over the measured window
+    only: per batch, the CPU is scaled to the measured window's share.
+    """
+    tally: Tally = result["tally"]
+    window: float = result["window"]
+    share = (window - result["warmup"]) / window
+    parts = []
+    for name, seconds in result["cpu"].items():
+        per_batch = 1000 * seconds * share / tally.batches if tally.batches else float("nan")
+        parts.append(f"{name} {seconds / window:.2f} ({per_batch:.1f} ms/batch)")
+    return ", ".join(parts)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -413,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                 drop_database(args.admin_url, DATABASE)
     print(
         "| path | outcomes/s | batches | errors | mean ms | p50 ms | p99 ms "
-        "| CPU (1.0 = one core) |"
+        "| CPU (1.0 = one core; ms of CPU per batch) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for result in results:
@@ -422,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\nBatches of {args.batch_size}, {args.duration:g} s measured after "
         f"{args.warmup:g} s warm-up, {os.cpu_count()} CPUs, PostgreSQL on the same machine."
     )
+    for result in results:
+        if "note" in result:
+            print(f"{result['mode']}: {result['note']}.")
     for result in results:
         if result["tally"].first_error:
             print(f"First error ({result['mode']}): {result['tally'].first_error}")
