@@ -43,6 +43,9 @@ from store.upsert import insert_ignore
 # PostgreSQL channels; NOTIFY is delivered only when the transaction commits.
 EVENTS_CHANNEL = "switchyard_events"
 SNAPSHOT_CHANNEL = "switchyard_snapshot"
+# The snapshot NOTIFY's payload when nodes' live health is all that changed: replicas then
+# re-read node_health alone. Any other payload (the empty one) asks for a full reload.
+HEALTH_ONLY = "health"
 
 # Session.info keys: events queued in the transaction, the queue length at each open
 # savepoint, and a savepoint commit that deferred the writing to the outer commit.
@@ -134,9 +137,14 @@ def notify(session: Session, channel: str, message: str = "") -> None:
         connection.execute(_notify, {"c": channel, "m": message})
 
 
-def snapshot_changed(session: Session) -> None:
-    """Tell every API replica to reload its routing snapshot after this commit."""
-    notify(session, SNAPSHOT_CHANNEL)
+def snapshot_changed(session: Session, *, health_only: bool = False) -> None:
+    """Tell every API replica to reload its routing snapshot after this commit.
+
+    `health_only`: the transaction changed node_health rows and nothing else routing reads;
+    replicas re-read those rows instead of the whole snapshot (outcome batches send this
+    several times a second under load).
+    """
+    notify(session, SNAPSHOT_CHANNEL, HEALTH_ONLY if health_only else "")
 
 
 def events_since(

@@ -314,7 +314,8 @@ def reassess(
     for transition in result.transitions:
         _publish_transition(session, transition, result.nodes[transition.node_id].breaker, now)
     if result.material:
-        snapshot_changed(session)
+        # Health, breakers and admission all live in node_health.
+        snapshot_changed(session, health_only=True)
     return result
 
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from routing.budget import period_start
@@ -55,20 +55,7 @@ def load_snapshot(
     by_service: dict[str, list[ProviderNode]] = {s.name: [] for s in services}
     for row in rows:
         by_service.setdefault(row.service, []).append(node_from_row(row))
-    health = {
-        row.node_id: NodeHealth(
-            node_id=row.node_id,
-            health_score=row.health_score,
-            success_rate=row.success_rate,
-            latency_ms=row.latency_p50_ms,
-            breaker_state=BreakerState(row.breaker_state),
-            failure_probability=row.failure_probability,
-            breaker_reason=row.breaker_reason,
-            admitted_share=row.admitted_share,
-            observations=row.observations,
-        )
-        for row in session.scalars(health_query)
-    }
+    health = load_health(session, health_query)
     return RoutingSnapshot(
         nodes={name: tuple(nodes) for name, nodes in by_service.items()},
         health=health,
@@ -81,6 +68,26 @@ def load_snapshot(
         consumers={c.name: frozenset(c.uses) for c in session.scalars(select(ServiceConsumer))},
         incidents=load_incident_guards(session),
     )
+
+
+def load_health(
+    session: Session, query: Select[NodeHealthRow] | None = None
+) -> dict[str, NodeHealth]:
+    """Every node's live health (the rows `query` selects; all of them by default)."""
+    return {
+        row.node_id: NodeHealth(
+            node_id=row.node_id,
+            health_score=row.health_score,
+            success_rate=row.success_rate,
+            latency_ms=row.latency_p50_ms,
+            breaker_state=BreakerState(row.breaker_state),
+            failure_probability=row.failure_probability,
+            breaker_reason=row.breaker_reason,
+            admitted_share=row.admitted_share,
+            observations=row.observations,
+        )
+        for row in session.scalars(select(NodeHealthRow) if query is None else query)
+    }
 
 
 def load_incident_guards(session: Session) -> dict[str, IncidentGuard]:
