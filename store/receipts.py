@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from store.audit import AuditRecord
@@ -28,21 +29,27 @@ from store.models import AuditReceipt
 BATCHES_PER_ENTRY = 100
 # Receipts one sealing transaction takes at most.
 SEAL_LIMIT = 5000
+_INSERT = insert(cast(Table, AuditReceipt.__table__))
 
 
 def record_receipt(session: Session, record: AuditRecord, at: datetime) -> None:
-    """Add the write's receipt to the session's transaction."""
-    session.add(
-        AuditReceipt(
-            at=at,
-            principal=record.principal[:200],
-            role=record.role[:64],
-            action=record.action[:100],
-            resource=record.resource[:300],
-            request_id=record.request_id[:100],
-            outcome=record.outcome[:64],
-            detail=record.detail,
-        )
+    """Add the write's receipt to the session's transaction.
+
+    A Core INSERT on the session's connection, sent at once: an ORM object would cost a
+    unit-of-work flush at commit on every batch for a row nobody reads back.
+    """
+    session.connection().execute(
+        _INSERT,
+        {
+            "at": at,
+            "principal": record.principal[:200],
+            "role": record.role[:64],
+            "action": record.action[:100],
+            "resource": record.resource[:300],
+            "request_id": record.request_id[:100],
+            "outcome": record.outcome[:64],
+            "detail": record.detail,
+        },
     )
 
 
