@@ -126,15 +126,17 @@ def create_app(settings: Settings | None = None, *, prepare: bool = True) -> Fas
     return app
 
 
+# Routing tries the routers in this order, route by route, on every request: the volume paths
+# (decisions, outcome batches) come first. No route below shares their paths.
 ROUTERS: list[ModuleType] = [
     health,
     coordination,
+    outcomes,
     analytics,
     recovery,
     incidents,
     connections,
     emergency,
-    outcomes,
     providers,
     catalog,
     audit,
