@@ -10,7 +10,18 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from routing.recovery import RecoveryPlan, choose_recovery, plan_recovery, recovery_problems
+from routing.recovery import (
+    DEFAULT_RETRY_BUDGET,
+    PlanResolution,
+    PlanStatus,
+    RecoveryPlan,
+    choose_recovery,
+    handled_severity,
+    plan_recovery,
+    recovery_problems,
+    resolve_plan,
+    retries_spent,
+)
 from routing.types import NoEligibleNode, ProviderNode, RoutingSnapshot
 from store.base import utcnow
 from store.coordinations import CoordinationKind, CoordinationRecord, record_coordination
@@ -18,11 +29,14 @@ from store.crypto import FieldCipher
 from store.events import publish
 from store.ledger import apply_once
 from store.recoveries import (
+    EndedRun,
     ReportedError,
     end_recovery,
     node_figures,
     put_override,
+    recovery_templates,
     register_error,
+    resolution_history,
     set_stream_status,
 )
 from store.snapshot import load_snapshot
@@ -70,9 +84,21 @@ def node_summary(node: ProviderNode, snapshot: RoutingSnapshot) -> NodeSummary:
     )
 
 
-def route_plan(plan: RecoveryPlan, snapshot: RoutingSnapshot) -> RoutePlan:
+def route_plan(
+    plan: RecoveryPlan,
+    snapshot: RoutingSnapshot,
+    resolution: PlanResolution | None = None,
+    handled_severity: str | None = None,
+) -> RoutePlan:
     """The workflow's serialisable copy of a routing RecoveryPlan."""
+    template = resolution.template if resolution is not None else None
     return RoutePlan(
+        resolution_basis=plan.resolution_basis,
+        resolution_samples=plan.resolution_samples,
+        recovery_plan_id=template.plan_id if template is not None else None,
+        requested_plan_id=resolution.requested if resolution is not None else None,
+        plan_status=resolution.status.value if resolution is not None else "none",
+        handled_severity=handled_severity,
         strategy=plan.strategy.value,
         action=plan.action.value,
         rule=plan.rule,
@@ -166,12 +192,40 @@ class RecoveryActivities(RecoverySteps):
                 self._announce(session, data, "recovery_started", _started(data), at=now)
             snapshot = load_snapshot(session, now, service=data.service)
             report = data.report
+            resolution = resolve_plan(
+                report.recovery_strategy_id,
+                data.pinned_plan_id,
+                recovery_templates(session=session, service=data.service),
+            )
+            template = resolution.template
+            budget = template.retry_budget if template is not None else DEFAULT_RETRY_BUDGET
+            severity = handled_severity(
+                data.severity, report.severity, report.retry_attempts, budget
+            )
             choice = choose_recovery(
-                report.error_type, data.severity, report.revenue_at_risk, report.customer_impact
+                report.error_type,
+                severity,
+                report.revenue_at_risk,
+                report.customer_impact,
+                retries_spent=retries_spent(report.retry_attempts, budget),
+                template=template,
+            )
+            follows = choice.follows_plan
+            if template is not None and not follows:  # a retry plan, with the retries spent
+                spent = PlanStatus.retries_spent
+                resolution = PlanResolution(template, spent, resolution.requested)
+            history = resolution_history(
+                session=session, service=data.service, strategy=choice.strategy.value
             )
             try:
                 plan = plan_recovery(
-                    choice, data.service, frozenset(data.failed_providers), snapshot, now
+                    choice,
+                    data.service,
+                    frozenset(data.failed_providers),
+                    snapshot,
+                    now,
+                    template=template if follows else None,
+                    history_minutes=history,
                 )
             except NoEligibleNode as exc:
                 reasons = [
@@ -181,7 +235,7 @@ class RecoveryActivities(RecoverySteps):
                 no_route = {"excludedNodes": reasons}
                 self._announce(session, data, "recovery_no_route", no_route, at=now)
                 return HandleErrorResult(no_route=str(exc), exclusions=reasons).model_dump()
-            route = route_plan(plan, snapshot)
+            route = route_plan(plan, snapshot, resolution, severity.value)
             override = ApplyOverrideInput(
                 key=data.key,
                 workflow_id=data.workflow_id,
@@ -259,6 +313,8 @@ class RecoveryActivities(RecoverySteps):
                 outcome=data.outcome.value,
                 hold_open_nodes=data.hold_open_nodes,
                 now=utcnow(),
+                run=_ended_run(data),
+                service=data.service,
             )
             payload = {
                 "outcome": data.outcome.value,
@@ -335,3 +391,18 @@ def _started(data: HandleErrorInput) -> dict[str, Any]:
         "failedProviders": report.failed_providers,
         "cascadingServices": report.cascading_services,
     }
+
+
+def _ended_run(data: FinishInput) -> EndedRun | None:
+    """The run's recovery_runs row; None for a run that applied no route (or was recorded
+    before runs were kept)."""
+    if data.run_key is None or data.strategy is None or data.started_at is None:
+        return None
+    return EndedRun(
+        run_key=data.run_key,
+        strategy=data.strategy,
+        started_at=data.started_at,
+        ended_at=data.ended_at or utcnow(),
+        declared_minutes=data.declared_minutes,
+        recovery_plan_id=data.recovery_plan_id,
+    )

@@ -22,7 +22,8 @@ from pydantic import (
 )
 
 from routing.incidents import ConsumerGraph
-from routing.types import BudgetPeriod, Constraints, ProviderNode, ServiceRules
+from routing.recovery import RecoveryAction, RecoveryTemplate
+from routing.types import BudgetPeriod, Constraints, ProviderNode, ServiceRules, Strategy
 
 # Lower-case words joined by hyphens, as cloud regions are written (us-east-1, eu-west, global).
 REGION_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
@@ -132,13 +133,65 @@ class BudgetSpec(_Model):
     limit: float = Field(gt=0)
 
 
+class RecoveryPlanSpec(_Model):
+    """A named recovery plan of a service (an error report picks it by `recoveryStrategyId`):
+    the strategy and action it pins, and optionally its own timers and retry budget."""
+
+    strategy: Strategy
+    action: RecoveryAction
+    restore_stages: list[float] | None = Field(
+        default=None, alias="restoreStages", min_length=1, max_length=10
+    )
+    stage_hold_seconds: int | None = Field(default=None, alias="stageHoldSeconds", ge=1, le=86400)
+    monitoring_seconds: int | None = Field(default=None, alias="monitoringSeconds", ge=1, le=86400)
+    max_retries: int | None = Field(default=None, alias="maxRetries", ge=0, le=100)
+
+    @field_validator("restore_stages")
+    @classmethod
+    def _stages(cls, stages: list[float] | None) -> list[float] | None:
+        if stages is None:
+            return None
+        if any(not 0 < s <= 1 for s in stages) or stages != sorted(set(stages)):
+            raise ValueError("restoreStages: increasing fractions in (0, 1]")
+        if stages[-1] != 1.0:
+            raise ValueError("restoreStages: the last stage gives all traffic back (1.0)")
+        return stages
+
+    def template(self, plan_id: str) -> RecoveryTemplate:
+        """The routing value."""
+        return RecoveryTemplate(
+            plan_id=plan_id,
+            strategy=self.strategy,
+            action=self.action,
+            restore_stages=tuple(self.restore_stages) if self.restore_stages else None,
+            stage_hold_seconds=self.stage_hold_seconds,
+            monitoring_seconds=self.monitoring_seconds,
+            max_retries=self.max_retries,
+        )
+
+
 class ServiceSpec(_Model):
-    """One service entry: its budget, nodes and default constraints by operation."""
+    """One service entry: its budget, nodes, default constraints by operation and recovery
+    plans by id."""
 
     description: str = ""
     budget: BudgetSpec
     nodes: list[NodeSpec] = Field(min_length=1)
     constraints: dict[str, ConstraintSpec] = Field(default_factory=dict)
+    recovery_plans: dict[str, RecoveryPlanSpec] = Field(
+        default_factory=dict, alias="recoveryPlans", max_length=50
+    )
+
+    @field_validator("recovery_plans")
+    @classmethod
+    def _plan_ids(cls, plans: dict[str, RecoveryPlanSpec]) -> dict[str, RecoveryPlanSpec]:
+        for plan_id in plans:
+            _checked(plan_id, NAME_PATTERN, "recovery plan id")
+        return plans
+
+    def recovery_templates(self) -> dict[str, RecoveryTemplate]:
+        """The service's recovery plans as routing applies them."""
+        return {plan_id: spec.template(plan_id) for plan_id, spec in self.recovery_plans.items()}
 
     @model_validator(mode="after")
     def _constraints_name_its_nodes(self) -> ServiceSpec:
@@ -428,6 +481,15 @@ def _service_changes(
             before.budget.model_dump(mode="json"),
             after.budget.model_dump(mode="json"),
         )
+    if before.recovery_plans != after.recovery_plans:
+        yield CatalogChange(
+            "changed",
+            service,
+            None,
+            "recoveryPlans",
+            _plans_document(before.recovery_plans),
+            _plans_document(after.recovery_plans),
+        )
     if before.constraints != after.constraints:
         yield CatalogChange(
             "changed",
@@ -443,3 +505,12 @@ def _service_changes(
                 for k, v in after.constraints.items()
             },
         )
+
+
+def _plans_document(plans: dict[str, RecoveryPlanSpec]) -> dict[str, Any]:
+    return {k: plans_entry(v) for k, v in plans.items()}
+
+
+def plans_entry(plan: RecoveryPlanSpec) -> dict[str, Any]:
+    """A recovery plan as written in the catalog (and stored)."""
+    return plan.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -23,6 +23,7 @@ from store.catalog import (
     NodeSpec,
     ServiceSpec,
     catalog_changes,
+    plans_entry,
 )
 from store.events import publish, snapshot_changed
 from store.models import (
@@ -110,6 +111,7 @@ def live_catalog(session: Session) -> CatalogSpec | None:
                     "budget": {"period": s.budget_period, "limit": s.budget_limit},
                     "nodes": by_service[s.name],
                     "constraints": s.constraints,
+                    "recoveryPlans": s.recovery_plans,
                 }
             )
             for s in services
@@ -289,6 +291,7 @@ def _write(session: Session, wanted: CatalogSpec) -> None:
             op: c.model_dump(mode="json", by_alias=True, exclude_defaults=True)
             for op, c in spec.constraints.items()
         }
+        service.recovery_plans = {k: plans_entry(v) for k, v in spec.recovery_plans.items()}
     session.flush()  # services before the nodes that reference them
     wanted_ids: set[str] = set()
     fresh: list[NodeSpec] = []

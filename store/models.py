@@ -39,6 +39,8 @@ class ProviderService(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
     # Default constraints by operation: {operation: {allowedRegions: [...], ...}}.
     constraints: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # Recovery plans by id: {planId: {strategy, action, restoreStages, ...}}.
+    recovery_plans: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class ServiceConsumer(Base):
@@ -193,6 +195,24 @@ class ErrorStream(Base):
     cascading_services: Mapped[list[str]] = mapped_column(default=list)
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecoveryRun(Base):
+    """How one run of a recovery workflow ended: its strategy, how long it took and how long
+    its first report said it may take (resolution estimates and analytics read these)."""
+
+    __tablename__ = "recovery_runs"
+
+    run_key: Mapped[str] = mapped_column(String(300), primary_key=True)  # workflow id/run id
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    service: Mapped[str] = mapped_column(String(64), index=True)
+    strategy: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime] = mapped_column()
+    minutes: Mapped[float] = mapped_column(Float)
+    declared_minutes: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recovery_plan_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class ErrorEvent(Base):

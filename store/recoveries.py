@@ -9,7 +9,9 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from routing.recovery import RecoveryTemplate
 from routing.types import BreakerState
+from store.catalog import RecoveryPlanSpec
 from store.coordinations import touch_monitoring_session
 from store.crypto import FieldCipher
 from store.events import snapshot_changed
@@ -19,12 +21,16 @@ from store.models import (
     MonitoringSession,
     NodeHealthRow,
     ProviderNodeRow,
+    ProviderService,
+    RecoveryRun,
     RoutingOverrideRow,
 )
 from store.upsert import insert_ignore
 
 # Stream statuses while its recovery runs (the recovery's phase names them).
 RUNNING_STREAM_STATUSES = ("recovering", "escalated")
+# Resolved runs a resolution estimate looks back on (the most recent).
+HISTORY_RUNS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,44 @@ def register_error(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EndedRun:
+    """How a recovery run ended, for its recovery_runs row."""
+
+    run_key: str
+    strategy: str
+    started_at: datetime
+    ended_at: datetime
+    declared_minutes: float | None = None
+    recovery_plan_id: str | None = None
+
+
+def recovery_templates(*, session: Session, service: str) -> dict[str, RecoveryTemplate]:
+    """The service's recovery plans of the live catalog, by id."""
+    row = session.get(ProviderService, service)
+    plans = row.recovery_plans if row is not None else {}
+    return {
+        plan_id: RecoveryPlanSpec.model_validate(spec).template(plan_id)
+        for plan_id, spec in (plans or {}).items()
+    }
+
+
+def resolution_history(*, session: Session, service: str, strategy: str) -> list[float]:
+    """Minutes the service's most recent resolved recoveries under ``strategy`` took."""
+    return list(
+        session.scalars(
+            select(RecoveryRun.minutes)
+            .where(
+                RecoveryRun.service == service,
+                RecoveryRun.strategy == strategy,
+                RecoveryRun.outcome == "resolved",
+            )
+            .order_by(RecoveryRun.ended_at.desc())
+            .limit(HISTORY_RUNS)
+        )
+    )
+
+
 def put_override(
     *,
     session: Session,
@@ -154,8 +198,11 @@ def end_recovery(
     outcome: str,
     hold_open_nodes: list[str],
     now: datetime,
+    run: EndedRun | None = None,
+    service: str = "",
 ) -> None:
-    """Remove the recovery's override and record its outcome on the stream.
+    """Remove the recovery's override and record its outcome on the stream (and, given
+    ``run``, in recovery_runs).
 
     `hold_open_nodes` stay out of routing without the workflow: their breakers are forced
     open until an operator closes them. Snapshots reload.
@@ -178,6 +225,23 @@ def end_recovery(
         .where(ErrorStream.stream_id == stream_id)
         .values(status=outcome, last_seen=now)
     )
+    if run is not None:
+        insert_ignore(
+            session,
+            RecoveryRun,
+            {
+                "run_key": run.run_key,
+                "workflow_id": workflow_id,
+                "service": service,
+                "strategy": run.strategy,
+                "outcome": outcome,
+                "started_at": run.started_at,
+                "ended_at": run.ended_at,
+                "minutes": round(max(0.0, (run.ended_at - run.started_at).total_seconds()) / 60, 4),
+                "declared_minutes": run.declared_minutes,
+                "recovery_plan_id": run.recovery_plan_id,
+            },
+        )
     snapshot_changed(session)
 
 

@@ -78,6 +78,8 @@ class ErrorRecoveryWorkflow:
         self._restore_fraction = 0.0
         self._escalated = False
         self._escalate_at: datetime | None = None
+        self._declared_minutes: float | None = None  # the first report's timeToResolution
+        self._unknown_plans: list[str] = []  # recovery plan ids reported that name no plan
         self._last_error_at: datetime | None = None
         self._resolve: ResolveRequest | None = None
         self._cancel: CancelRequest | None = None
@@ -200,6 +202,7 @@ class ErrorRecoveryWorkflow:
             if report.incident_id is not None:
                 self._incident_id = report.incident_id
             if self._escalate_at is None:
+                self._declared_minutes = report.time_to_resolution_minutes
                 self._escalate_at = workflow.now() + timedelta(
                     minutes=report.time_to_resolution_minutes
                 )
@@ -221,6 +224,7 @@ class ErrorRecoveryWorkflow:
                     failed_providers=sorted(self._failed),
                     severity=self._severity or report.severity,
                     coordination_id=coordination_id,
+                    pinned_plan_id=self._plan.recovery_plan_id if self._plan else None,
                 ),
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=ACTIVITY_RETRY,
@@ -235,6 +239,12 @@ class ErrorRecoveryWorkflow:
                 )
             plan = handled.plan
             self._plan = plan
+            if plan.handled_severity is not None:  # raised when the caller's retries are spent
+                self._severity = worst_severity(self._severity, Severity(plan.handled_severity))
+            unknown = plan.requested_plan_id if plan.plan_status == "unknown" else None
+            if unknown is not None and unknown not in self._unknown_plans:
+                self._unknown_plans.append(unknown)
+                self._note("unknown_recovery_plan", f"{unknown}: no such plan for the service")
             self._restore_fraction = 0.0
             if self._phase in (RecoveryPhase.waiting, RecoveryPhase.restoring):
                 self._phase = RecoveryPhase.escalated if self._escalated else RecoveryPhase.rerouted
@@ -456,6 +466,12 @@ class ErrorRecoveryWorkflow:
                 outcome=outcome,
                 reason=reason,
                 hold_open_nodes=hold,
+                run_key=f"{self._id}/{workflow.info().run_id}",
+                strategy=self._plan.strategy if self._plan else None,
+                started_at=self._started_at,
+                ended_at=workflow.now(),
+                declared_minutes=self._declared_minutes,
+                recovery_plan_id=self._plan.recovery_plan_id if self._plan else None,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
@@ -501,4 +517,6 @@ class ErrorRecoveryWorkflow:
             ended_at=self._ended_at,
             timeline=list(self._timeline),
             incident_id=self._incident_id,
+            recovery_plan_id=self._plan.recovery_plan_id if self._plan else None,
+            unknown_plan_ids=list(self._unknown_plans),
         )

@@ -111,6 +111,17 @@ class RoutePlan(BaseModel):
     stage_hold_seconds: float
     monitoring_seconds: float
     estimated_resolution_minutes: float
+    # How the estimate was made: "history" (median of the service's resolved recoveries under
+    # the same strategy, resolution_samples of them) or "plan_timers".
+    resolution_basis: str = "plan_timers"
+    resolution_samples: int = 0
+    # The catalog's recovery plan the route follows (None: the recovery table chose), and
+    # what became of the id the report named (routing.recovery.PlanStatus).
+    recovery_plan_id: str | None = None
+    requested_plan_id: str | None = None
+    plan_status: str = "none"
+    # The severity the report was handled with (raised once the caller's retries are spent).
+    handled_severity: str | None = None
 
 
 class ReportResult(BaseModel):
@@ -153,6 +164,8 @@ class RecoveryStatus(BaseModel):
     ended_at: datetime | None = None
     timeline: list[TimelineStep] = Field(default_factory=list)
     incident_id: str | None = None
+    recovery_plan_id: str | None = None  # the catalog plan the recovery is pinned to
+    unknown_plan_ids: list[str] = Field(default_factory=list)  # named, but no such plan
 
 
 class ResolveRequest(BaseModel):
@@ -184,6 +197,7 @@ class HandleErrorInput(BaseModel):
     failed_providers: list[str]  # every provider failed so far in this recovery
     severity: Severity  # the worst severity so far
     coordination_id: str
+    pinned_plan_id: str | None = None  # the catalog plan an earlier report pinned
 
 
 class HandleErrorResult(BaseModel):
@@ -273,6 +287,13 @@ class FinishInput(BaseModel):
     outcome: RecoveryPhase
     reason: str = ""
     hold_open_nodes: list[str] = Field(default_factory=list)  # unresolved: keep these out
+    # The run, for recovery_runs (absent in histories recorded before they were kept).
+    run_key: str | None = None
+    strategy: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None  # workflow time, as started_at
+    declared_minutes: float | None = None
+    recovery_plan_id: str | None = None
 
 
 class RecoveryFinished(BaseModel):

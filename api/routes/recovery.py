@@ -31,10 +31,13 @@ from api.schemas.recovery import (
     OptimizationPlan,
     RecoveryCoordinationResult,
     RecoveryNode,
+    RecoveryPlanOutcome,
     RecoveryRoutingDecision,
     RecoveryView,
+    ResolutionEstimate,
     TimelineEntry,
 )
+from routing.recovery import Severity
 from store.base import utcnow
 from temporal_client import recoveries
 from workflows.recovery_types import (
@@ -131,6 +134,19 @@ def _result(outcome: ReportResult, cascading: list[str]) -> BackendAgentErrorRes
             joined_existing_recovery=outcome.joined_existing,
             phase=outcome.phase,
             cascading_services=cascading,
+            recovery_plan=(
+                RecoveryPlanOutcome(
+                    requested_id=plan.requested_plan_id,
+                    plan_id=plan.recovery_plan_id,
+                    status=plan.plan_status,
+                )
+                if plan.plan_status != "none"
+                else None
+            ),
+            resolution_estimate=ResolutionEstimate(
+                basis=plan.resolution_basis, samples=plan.resolution_samples
+            ),
+            handled_severity=Severity(plan.handled_severity) if plan.handled_severity else None,
         ),
     )
 
@@ -239,6 +255,8 @@ def _view(runtime: ApiRuntime, status: RecoveryStatus) -> RecoveryView:
         timeline=[TimelineEntry(at=s.at, step=s.step, detail=s.detail) for s in status.timeline],
         temporal_ui_url=workflow_ui_url(runtime, status.workflow_id),
         incident_id=status.incident_id,
+        recovery_plan_id=status.recovery_plan_id,
+        unknown_plan_ids=status.unknown_plan_ids,
     )
 
 

@@ -92,6 +92,25 @@ class RecoveryCoordinationResult(ResponseModel):
     optimization_decision: OptimizationDecision
 
 
+class RecoveryPlanOutcome(ResponseModel):
+    """What became of the recovery plan a report named (`recoveryStrategyId`) or its
+    recovery is pinned to: `applied`, `unknown` (the service's catalog has no such plan; the
+    recovery table chose), `pinned_elsewhere` (the recovery follows the plan it was pinned
+    to) or `retries_spent` (the plan retries and the caller's retries are spent)."""
+
+    requested_id: str | None
+    plan_id: str | None
+    status: str
+
+
+class ResolutionEstimate(ResponseModel):
+    """How estimatedResolutionTime was made: `history` (median of the service's resolved
+    recoveries under the same strategy, `samples` of them) or `plan_timers`."""
+
+    basis: str
+    samples: int
+
+
 class BackendAgentResponse(ResponseModel):
     """What the backend agent needs back."""
 
@@ -109,6 +128,10 @@ class BackendAgentResponse(ResponseModel):
     incident_id: str | None = None
     joined_incident: bool | None = None
     correlation_rule: str | None = None
+    recovery_plan: RecoveryPlanOutcome | None = None  # None: no plan named nor pinned
+    resolution_estimate: ResolutionEstimate | None = None
+    # The severity the error was handled with: one step up once the retries are spent.
+    handled_severity: Severity | None = None
 
 
 class BackendAgentErrorResult(ResponseModel):
@@ -154,6 +177,8 @@ class RecoveryView(ResponseModel):
     timeline: list[TimelineEntry]
     temporal_ui_url: str
     incident_id: str | None = None
+    recovery_plan_id: str | None = None  # the catalog recovery plan it is pinned to
+    unknown_plan_ids: list[str] = []  # recoveryStrategyIds reported that name no plan
 
 
 class ActiveCoordination(ResponseModel):

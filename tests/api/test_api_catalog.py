@@ -424,3 +424,56 @@ def test_a_consumer_graph_with_a_cycle_or_a_stranger_is_a_422(
     assert says in response.text
     assert any(d["field"].startswith(field) for d in error["details"]), error
     assert catalog(api_client, auth)["revision"] == view["revision"]  # nothing applied
+
+
+@pytest.mark.parametrize(
+    ("plan", "field", "says"),
+    [
+        ({"strategy": "FASTEST", "action": "failover_to_backup"}, "strategy", "HEALTH_BASED"),
+        ({"strategy": "HEALTH_BASED", "action": "pray"}, "action", "retry_with_backoff"),
+        (
+            {"strategy": "HEALTH_BASED", "action": "failover_to_backup", "restoreStages": [0.5]},
+            "restoreStages",
+            "1.0",
+        ),
+        (
+            {"strategy": "HEALTH_BASED", "action": "failover_to_backup", "maxRetries": -1},
+            "maxRetries",
+            "greater than or equal",
+        ),
+    ],
+)
+def test_a_bad_recovery_plan_is_a_422_naming_the_field(
+    api_client: TestClient, auth: Auth, plan: dict[str, Any], field: str, says: str
+) -> None:
+    view = catalog(api_client, auth)
+    body = view["catalog"]
+    body["services"]["samsara"]["recoveryPlans"]["broken"] = plan
+    headers = {**auth(Role.admin), "If-Match": str(view["revision"])}
+    response = api_client.put(f"{BASE}/catalog", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert says in response.text
+    details = response.json()["error"]["details"]
+    assert any("recoveryPlans" in d["field"] and field in d["field"] for d in details), details
+    assert catalog(api_client, auth)["revision"] == view["revision"]  # nothing applied
+
+
+def test_recovery_plans_are_catalog_entries(api_client: TestClient, auth: Auth) -> None:
+    view = catalog(api_client, auth)
+    plans = view["catalog"]["services"]["samsara"]["recoveryPlans"]
+    assert plans["samsara_failover_strategy"]["action"] == "enable_multi_provider_redundancy"
+    body = view["catalog"]
+    body["services"]["samsara"]["recoveryPlans"]["cheap"] = {
+        "strategy": "COST_OPTIMIZED",
+        "action": "cost_optimized_failover",
+    }
+    headers = {**auth(Role.admin), "If-Match": str(view["revision"])}
+    response = api_client.put(f"{BASE}/catalog", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert any("recoveryPlans" in line for line in response.json()["data"]["changes"])
+    after = catalog(api_client, auth)["catalog"]["services"]["samsara"]["recoveryPlans"]
+    assert (after["cheap"]["strategy"], after["cheap"]["action"]) == (
+        "COST_OPTIMIZED",
+        "cost_optimized_failover",
+    )
+    assert after["cheap"]["maxRetries"] is None  # the default budget

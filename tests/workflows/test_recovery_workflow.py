@@ -25,7 +25,14 @@ from temporalio.testing import WorkflowEnvironment
 from routing.decide import decide
 from routing.types import RoutingRequest
 from store.base import utcnow
-from store.models import Coordination, ErrorEvent, ErrorStream, Event, NodeHealthRow
+from store.models import (
+    Coordination,
+    ErrorEvent,
+    ErrorStream,
+    Event,
+    NodeHealthRow,
+    RecoveryRun,
+)
 from store.snapshot import load_snapshot
 from worker.setup import ensure_search_attributes
 from workflows.incident import IncidentWorkflow
@@ -298,3 +305,48 @@ async def test_a_correlated_error_joins_its_incident_before_the_recovery_ends(
             )
         )
     assert joins == 1  # opened by the one join; the repeat told it nothing new
+
+
+async def test_a_plan_pins_the_recovery_and_its_run_feeds_the_next_estimate(
+    time_env: WorkflowEnvironment, clean_store: Engine, sessions: sessionmaker[Session]
+) -> None:
+    queue = _queue()
+    planned = SEED_REPORT.model_copy(update={"recovery_strategy_id": "samsara_failover_strategy"})
+    stranger = SEED_REPORT.model_copy(
+        update={"recovery_strategy_id": "no_such_plan", "retry_attempts": 3}
+    )
+    async with recovery_worker(time_env.client, sessions, queue):
+        handle = await start_recovery(time_env.client, queue)
+        first = await handle.execute_update(ErrorRecoveryWorkflow.report_error, planned)
+        second = await handle.execute_update(ErrorRecoveryWorkflow.report_error, stranger)
+        status = await handle.query(ErrorRecoveryWorkflow.status)
+        final = await handle.result()
+        if RECORD:
+            await save_history(handle, "recovery_plan_pinned")
+
+        # The next recovery of the service under the same strategy: estimated from this one.
+        after = await start_recovery(time_env.client, queue)
+        estimate = await after.execute_update(ErrorRecoveryWorkflow.report_error, planned)
+        await after.execute_update(ErrorRecoveryWorkflow.cancel, CancelRequest(reason="test"))
+
+    assert (first.plan.plan_status, first.plan.estimated_resolution_minutes) == ("applied", 5)
+    assert first.plan.resolution_basis == "plan_timers"
+    # The pinned plan holds; the stranger id is recorded; its spent retries raise the severity.
+    assert (second.plan.recovery_plan_id, second.plan.plan_status) == (
+        "samsara_failover_strategy",
+        "pinned_elsewhere",
+    )
+    assert second.plan.handled_severity == "critical"
+    assert status.recovery_plan_id == "samsara_failover_strategy"
+    assert status.severity == "critical"
+    assert final.phase is RecoveryPhase.resolved
+    with sessions() as session:
+        run = session.scalars(select(RecoveryRun).where(RecoveryRun.workflow_id == handle.id)).one()
+    assert (run.outcome, run.strategy, run.declared_minutes) == (
+        "resolved",
+        "AVAILABILITY_FOCUSED",
+        15,
+    )
+    assert run.recovery_plan_id == "samsara_failover_strategy"
+    assert (estimate.plan.resolution_basis, estimate.plan.resolution_samples) == ("history", 1)
+    assert estimate.plan.estimated_resolution_minutes == round(run.minutes, 2)
