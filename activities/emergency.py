@@ -68,10 +68,30 @@ def ledger_key(step_key: str) -> str:
     return f"{calling_workflow_id()}/{step_key}"
 
 
-def activation_of(data: ActivateInput, decision: RoutingDecision) -> Activation:
+def applied_optimizations(decision: RoutingDecision, guarded: bool) -> list[str]:
+    """What an activation applied, in the order a coordination's answer lists them:
+    `intelligent_routing` (the routing engine chose the node), `backend_agent_coordination`
+    (the activation is announced to the backend agents' event stream in its transaction),
+    `cascade_protection` (the service is in an open incident's blast radius),
+    `emergency_override` (the decision was made under the active emergency: its budget and
+    emergency-only nodes), `recovery_override` (a running recovery's hold shaped it)."""
+    applied = ["intelligent_routing", "backend_agent_coordination"]
+    if guarded:
+        applied.append("cascade_protection")
+    if decision.emergency_applied:
+        applied.append("emergency_override")
+    if decision.recovery_override_applied:
+        applied.append("recovery_override")
+    return applied
+
+
+def activation_of(
+    data: ActivateInput, decision: RoutingDecision, guarded: bool = False
+) -> Activation:
     """The serialisable record of what the activation decided."""
     node = decision.node
     return Activation(
+        applied_optimizations=applied_optimizations(decision, guarded),
         coordination_id=data.coordination_id,
         selected_node=SelectedNodeInfo(
             node_id=node.node_id,
@@ -159,11 +179,11 @@ class EmergencyActivities(EmergencySteps):
                 deadline=data.deadline,
                 cipher=self.cipher,
             )
-            decision = _route(session, data)
+            decision, guarded = _route(session, data)
             select_emergency_node(
                 session=session, coordination_id=data.coordination_id, node_id=decision.node.node_id
             )
-            activation = activation_of(data, decision)
+            activation = activation_of(data, decision, guarded)
             record = CoordinationRecord.of_decision(
                 decision,
                 coordination_id=data.coordination_id,
@@ -289,9 +309,10 @@ class EmergencyActivities(EmergencySteps):
         )
 
 
-def _route(session: Session, data: ActivateInput) -> RoutingDecision:
+def _route(session: Session, data: ActivateInput) -> tuple[RoutingDecision, bool]:
     """The activation's decision: routing with the new emergency in the store's snapshot, as
-    any execute-coordination would, emergency-only nodes included."""
+    any execute-coordination would, emergency-only nodes included; and whether an open
+    incident guards the service."""
     snapshot = load_snapshot(session, data.started_at)
     request = RoutingRequest(
         service=data.service,
@@ -300,7 +321,7 @@ def _route(session: Session, data: ActivateInput) -> RoutingDecision:
         require_emergency_override=True,
     )
     try:
-        return decide(request, snapshot, data.started_at)
+        return decide(request, snapshot, data.started_at), data.service in snapshot.incidents
     except UnknownService as exc:
         raise ApplicationError(str(exc), type="UnknownService", non_retryable=True) from exc
     except NoEligibleNode as exc:

@@ -30,6 +30,7 @@ from api.schemas.coordination import (
     SelectedNode,
 )
 from routing.decide import decide
+from routing.monitoring import monitoring_active
 from routing.retry import decide_retry
 from routing.types import (
     BudgetState,
@@ -208,6 +209,9 @@ async def execute_coordination(
         agent.require_backend_agent_sync or requirements.require_backend_agent_sync
     )
     monitoring = agent.require_real_time_monitoring or requirements.require_real_time_monitoring
+    # Whether the service is monitored live: its nodes assessed by the sweep of late (the
+    # request's flag only opens a monitoring session).
+    assessed = monitoring_active(snapshot, service, now, runtime.monitoring_window)
     touches = Touches(
         stream_id=agent.error_stream_id if sync else None,
         monitoring_session_id=(agent.monitoring_session_id or f"monitoring_{service}")
@@ -219,7 +223,7 @@ async def execute_coordination(
     for attempt in range(ATTEMPTS):
         routing_started = time.perf_counter()
         try:
-            decision = choose(request, snapshot, now)
+            decision = choose(request, snapshot, now, clock=time.perf_counter)
         except NoEligibleNode as exc:
             raise no_eligible_error(exc) from exc
         routing_ms = _ms(routing_started, time.perf_counter())
@@ -233,7 +237,7 @@ async def execute_coordination(
             now,
             emergency_wf,
             sync,
-            monitoring,
+            assessed,
             routing_ms,
             started,
             audit_scope=audit_scope,
@@ -273,7 +277,7 @@ class _Answer:
     at: datetime
     emergency_workflow_id: str | None
     sync: bool
-    monitoring: bool
+    monitoring: bool  # the service's nodes were assessed within the monitoring window
     routing_ms: float
     started: float  # perf_counter at the request's start
     audit_scope: Scope | None = None  # the request, when its entry goes in the decision's batch
@@ -282,7 +286,6 @@ class _Answer:
 
     def record(self, integration_ms: float) -> DecisionRecord:
         """The coordination row, events and audit entry; the writer writes them as they are."""
-        optimization_started = time.perf_counter()
         result = _result(
             self.coordination_id,
             self.decision,
@@ -292,7 +295,8 @@ class _Answer:
                 total_coordination_time=0.0,
                 routing_decision_time=self.routing_ms,
                 backend_integration_time=integration_ms,
-                optimization_time=0.0,
+                # Strategy choice and scoring, as decide timed them.
+                optimization_time=round(self.decision.optimization_seconds * 1000, 3),
             ),
             predictive=self.body.coordination_requirements.require_predictive_analytics,
             incident=self.incident,
@@ -302,7 +306,6 @@ class _Answer:
             del data["incident"]
         done = time.perf_counter()
         metrics = data["performanceMetrics"]
-        metrics["optimizationTime"] = _ms(optimization_started, done)
         metrics["totalCoordinationTime"] = _ms(self.started, done)
         self.data = data
         row = CoordinationRecord.of_decision(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +15,7 @@ from api.decision_writer import DecisionWriter
 from api.incident_guard import IncidentProtector
 from api.receipt_sealer import ReceiptSealer
 from api.snapshot import SnapshotCache
+from routing.monitoring import monitoring_window
 from switchyard.settings import Settings
 from temporal_client.client import connect
 
@@ -33,6 +35,13 @@ class ApiRuntime:
     incidents: IncidentProtector
     _temporal: Client | None = None
     _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def monitoring_window(self) -> timedelta:
+        """How recent a service's last health sweep must be for monitoringActive."""
+        return monitoring_window(
+            self.settings.health_sweep_interval_seconds, self.snapshot.reload_seconds
+        )
 
     async def temporal(self) -> Client:
         """The Temporal client, connected on first use (the API starts even if Temporal is down)."""

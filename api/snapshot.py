@@ -127,6 +127,11 @@ class SnapshotCache:
         for thread in self._threads:
             thread.join(timeout=2)
 
+    @property
+    def reload_seconds(self) -> float:
+        """The longest a committed change waits for this process's next reload (NOTIFY aside)."""
+        return self._interval()
+
     def _interval(self) -> float:
         if self._engine.dialect.name == "postgresql":
             return SAFETY_RELOAD_SECONDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from routing.budget import server_remaining, tighter
@@ -30,8 +31,12 @@ def decide(
     *,
     rate_limited_eligible: bool = False,
     hold_yields: bool = True,
+    clock: Callable[[], float] | None = None,
 ) -> RoutingDecision:
     """The node to serve ``request`` with, given the snapshot's state at ``now``.
+
+    ``clock`` (seconds, e.g. time.perf_counter), when given, times the strategy choice and the
+    scoring of the eligible nodes: the decision's ``optimization_seconds``.
 
     Raises UnknownService for a service outside the catalog and NoEligibleNode when every
     node of the service is excluded. ``rate_limited_eligible`` admits nodes whose breaker is
@@ -96,6 +101,7 @@ def decide(
     if not eligible:
         raise NoEligibleNode(service, constrained.exclusions + tuple(exclusions))
 
+    started = clock() if clock is not None else 0.0
     strategy, strategy_reason = pick_strategy(
         request,
         nodes,
@@ -105,6 +111,7 @@ def decide(
     )
     weighted = service in snapshot.weighted
     node = eligible[choose_index(strategy, eligible, figures, emergency_active, request, weighted)]
+    optimization_seconds = clock() - started if clock is not None else 0.0
     live = effective_health(node, health)
     return RoutingDecision(
         node=node,
@@ -125,4 +132,5 @@ def decide(
         exclusions=constrained.exclusions + tuple(exclusions),
         effective_budget_remaining=remaining,
         failure_probability=live.failure_probability,
+        optimization_seconds=optimization_seconds,
     )

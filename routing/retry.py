@@ -34,6 +34,7 @@ rate limit refuses volume, and a retry is one call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -92,11 +93,12 @@ def decide_retry(
     now: datetime,
     *,
     hold_yields: bool = True,
+    clock: Callable[[], float] | None = None,
 ) -> RoutingDecision:
     """The node for a retry of ``request``, which failed on ``request.failed_providers``.
 
     Raises UnknownService and NoEligibleNode as `decide` does (the latter only when no node
-    of the service is eligible at all); ``hold_yields`` as for `decide`.
+    of the service is eligible at all); ``hold_yields`` and ``clock`` as for `decide`.
     """
     tried = request.failed_providers
     unhealthy: dict[str, str] = {}
@@ -122,6 +124,7 @@ def decide_retry(
                 rate_limited_eligible=True,
                 # A hold yields in the last tier (in tier 3 only for its recent nodes).
                 hold_yields=hold_yields and number == len(tiers),
+                clock=clock,
             )
         except NoEligibleNode as exc:
             error = exc

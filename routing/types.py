@@ -220,6 +220,8 @@ class RoutingSnapshot:
     consumers: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # Services in an open incident's blast radius -> the incident guarding them.
     incidents: Mapping[str, IncidentGuard] = field(default_factory=dict)
+    # Service -> when the health sweep last assessed its nodes (absent: never).
+    assessed_at: Mapping[str, datetime] = field(default_factory=dict)
     # Derived once per snapshot, so a decision on a service without routing rules pays
     # nothing for them: services with a node that serves only some operations, and services
     # whose nodes' weights differ.
@@ -314,6 +316,8 @@ class RoutingDecision:
     exclusions: tuple[Exclusion, ...]
     effective_budget_remaining: float | None
     failure_probability: float = 0.0
+    # Time the strategy choice and scoring took (decide's ``clock``; 0 without one).
+    optimization_seconds: float = 0.0
 
 
 class NoEligibleNode(Exception):

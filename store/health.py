@@ -429,8 +429,18 @@ def _publish_prediction(
 
 
 def sweep(session: Session, now: datetime, config: MonitoringConfig) -> HealthUpdate:
-    """Re-score every node: windows age, OPEN breakers half-open, predictions refresh."""
-    return reassess(session, lock_nodes(session), {}, now, config)
+    """Re-score every node: windows age, OPEN breakers half-open, predictions refresh; each
+    service whose nodes it assessed records when (monitoringActive reads it)."""
+    states = lock_nodes(session)
+    update_ = reassess(session, states, {}, now, config)
+    services = sorted({state.node.service for state in states})
+    if services:
+        session.execute(
+            update(ProviderService)
+            .where(ProviderService.name.in_(services))
+            .values(assessed_at=now)
+        )
+    return update_
 
 
 def set_breaker(

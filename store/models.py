@@ -41,6 +41,8 @@ class ProviderService(Base):
     constraints: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # Recovery plans by id: {planId: {strategy, action, restoreStages, ...}}.
     recovery_plans: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # When the health sweep last assessed the service's nodes (monitoringActive reads it).
+    assessed_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class ServiceConsumer(Base):

@@ -67,6 +67,7 @@ def load_snapshot(
         catalog_revision=int(session.scalar(select(func.max(CatalogRevision.number))) or 0),
         consumers={c.name: frozenset(c.uses) for c in session.scalars(select(ServiceConsumer))},
         incidents=load_incident_guards(session),
+        assessed_at={s.name: s.assessed_at for s in services if s.assessed_at is not None},
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 
 # Activity names as recorded in histories: renaming one breaks replay of running emergencies.
@@ -69,6 +69,15 @@ class Activation(BaseModel):
     estimated_cost: float
     started_at: datetime
     deadline: datetime
+    # What the activation applied (api/schemas/emergency.py applied_optimizations); recorded
+    # activations from before it was kept applied these three.
+    applied_optimizations: list[str] = Field(
+        default_factory=lambda: [
+            "intelligent_routing",
+            "backend_agent_coordination",
+            "emergency_override",
+        ]
+    )
 
 
 class OverrideState(BaseModel):

@@ -16,7 +16,9 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from api.deps import RuntimeDep
 from api.runtime import ApiRuntime
 from api.schemas.common import Envelope, ResponseModel
+from routing.incidents import ErrorSignal
 from store.base import utcnow
+from store.incidents import correlate_error, open_incidents
 from store.status import live_counts
 
 router = APIRouter(tags=["health"])
@@ -88,6 +90,33 @@ async def check_database(runtime: ApiRuntime) -> tuple[HealthCheck, tuple[int, i
         return HealthCheck(status="down", detail=exc.__class__.__name__, latency_ms=0), (0, 0)
 
 
+# A signal no incident can match (no service, node or stream of that name): the probe runs
+# every correlation rule over the store's open incidents and consumer graph, and claims nothing.
+PROBE_SERVICE = "__health_probe__"
+
+
+def _correlation_probe(runtime: ApiRuntime) -> int:
+    with runtime.sessions() as session:
+        now = utcnow()
+        probe = ErrorSignal(PROBE_SERVICE, frozenset(), frozenset(), now)
+        correlate_error(session, probe)
+        return len(open_incidents(session))
+
+
+async def check_correlation(runtime: ApiRuntime) -> HealthCheck:
+    """The cross-stream correlation (api/incidents.py): a probe error correlated against the
+    open incidents and the consumer graph, read-only."""
+    try:
+        ms, incidents = await _timed(asyncio.to_thread(_correlation_probe, runtime))
+    except Exception as exc:
+        return HealthCheck(status="down", detail=exc.__class__.__name__, latency_ms=0)
+    return HealthCheck(
+        status="operational",
+        detail=f"correlating against {incidents} open incident(s)",
+        latency_ms=round(ms, 2),
+    )
+
+
 async def check_temporal(runtime: ApiRuntime) -> tuple[HealthCheck, HealthCheck]:
     """Temporal reachable, and a worker polling the task queue recently."""
     try:
@@ -146,8 +175,8 @@ def _worst(*statuses: CheckStatus) -> CheckStatus:
 )
 async def health(runtime: RuntimeDep) -> JSONResponse:
     """Healthy only when the database, Temporal and a worker are all operational."""
-    (database, counts), (temporal, worker) = await asyncio.gather(
-        check_database(runtime), check_temporal(runtime)
+    (database, counts), (temporal, worker), correlation = await asyncio.gather(
+        check_database(runtime), check_temporal(runtime), check_correlation(runtime)
     )
     snapshot_ok: CheckStatus = "operational" if runtime.snapshot.current.nodes else "degraded"
     if runtime.snapshot.last_error:
@@ -155,7 +184,10 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
     overall: Literal["healthy", "degraded", "unhealthy"]
     if database.status == "down":
         overall = "unhealthy"
-    elif _worst(database.status, temporal.status, worker.status, snapshot_ok) == "operational":
+    elif (
+        _worst(database.status, temporal.status, worker.status, snapshot_ok, correlation.status)
+        == "operational"
+    ):
         overall = "healthy"
     else:
         overall = "degraded"
@@ -169,13 +201,18 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
             fallback_manager=_worst(temporal.status, worker.status),
         ),
         backend_agent_integration=BackendAgentHealth(
-            cross_stream_coordinator=database.status,
+            cross_stream_coordinator=correlation.status,
             recovery_service=_worst(temporal.status, worker.status),
             monitoring_service=_worst(database.status, temporal.status),
         ),
         active_coordinations=counts[0],
         backend_connections=counts[1],
-        checks={"database": database, "temporal": temporal, "worker": worker},
+        checks={
+            "database": database,
+            "temporal": temporal,
+            "worker": worker,
+            "correlation": correlation,
+        },
     )
     body = Envelope[HealthDocument](data=document).model_dump(mode="json", by_alias=True)
     return JSONResponse(body, status_code=503 if overall == "unhealthy" else 200)

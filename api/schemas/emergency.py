@@ -46,9 +46,6 @@ class CancelEmergencyRequest(WireModel):
     reason: Statement
 
 
-APPLIED_OPTIMIZATIONS = ["intelligent_routing", "backend_agent_coordination", "emergency_override"]
-
-
 class EmergencyNode(ResponseModel):
     """The node the emergency routes to (built from any object with these attributes)."""
 
@@ -120,7 +117,7 @@ class EmergencyOverrideResult(ResponseModel):
                 metadata=EmergencyMetadata(
                     confidence_score=activation.confidence_score,
                     coordination_strategy="emergency_coordination",
-                    applied_optimizations=APPLIED_OPTIMIZATIONS,
+                    applied_optimizations=activation.applied_optimizations,
                 ),
             ),
             emergency_status=EmergencyActivationStatus(

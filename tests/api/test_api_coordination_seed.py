@@ -9,6 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Role
+from routing.health import MonitoringConfig
+from store.base import utcnow
+from store.db import transaction
+from store.health import sweep
 from store.models import BudgetSpend, Coordination, ErrorStream, Event, MonitoringSession
 
 URL = "/api/v1/enhanced-traffic-coordination/execute-coordination"
@@ -54,11 +58,20 @@ SEED_REQUEST = {
 }
 
 
+def sweep_has_run(client: TestClient, sessions: sessionmaker[Session]) -> None:
+    """The health sweep assessed every node, as the worker's schedule does every 10 s (no
+    worker runs here), and the API's snapshot shows it."""
+    with transaction(sessions) as session:
+        sweep(session, utcnow(), MonitoringConfig())
+    client.app.state.runtime.snapshot.refresh()  # type: ignore[attr-defined]
+
+
 def test_seed_example_decision(
     api_client: TestClient,
     auth: Callable[..., dict[str, str]],
     sessions: sessionmaker[Session],
 ) -> None:
+    sweep_has_run(api_client, sessions)
     response = api_client.post(URL, json=SEED_REQUEST, headers=auth(Role.operator))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -103,6 +116,8 @@ def test_seed_example_decision(
     assert metrics["totalCoordinationTime"] > 0
     assert metrics["totalCoordinationTime"] >= metrics["routingDecisionTime"]
     assert metrics["totalCoordinationTime"] >= metrics["backendIntegrationTime"]
+    # Strategy choice and scoring, a part of the routing decision.
+    assert 0 < metrics["optimizationTime"] <= metrics["routingDecisionTime"]
 
     with sessions() as session:
         row = session.get(Coordination, data["coordinationId"])

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from harness import live_worker
 from sqlalchemy import Engine
@@ -13,7 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from store.db import make_engine, make_session_factory
+from api.routes import health as health_routes
+from store.base import utcnow
+from store.db import make_engine, make_session_factory, transaction
+from store.models import IncidentRow
 from switchyard.settings import Settings
 
 URL = "/api/v1/enhanced-traffic-coordination/health"
@@ -77,3 +81,42 @@ def test_database_down_is_unhealthy_503(
     assert response.status_code == 503
     assert response.json()["data"]["status"] == "unhealthy"
     assert response.json()["data"]["checks"]["database"]["status"] == "down"
+
+
+def test_the_cross_stream_coordinator_is_the_correlation_not_the_database(
+    clean_store: Engine,
+    sessions: sessionmaker[Session],
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(temporal_address="127.0.0.1:1")
+    now = utcnow()
+    with transaction(sessions) as session:
+        session.add(
+            IncidentRow(
+                incident_id="incident_health_probe",
+                workflow_id="incident:incident_health_probe",
+                status="open",
+                phase="recovering",
+                opened_at=now,
+                last_error_at=now,
+                services=["stripe"],
+                blast_radius=["stripe"],
+            )
+        )
+    _, body = _health(settings)
+    correlation = body["data"]["checks"]["correlation"]
+    assert correlation["status"] == "operational"
+    assert "1 open incident" in correlation["detail"]
+    assert body["data"]["backendAgentIntegration"]["crossStreamCoordinator"] == "operational"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("correlation broken")
+
+    monkeypatch.setattr(health_routes, "correlate_error", broken)
+    _, body = _health(settings)
+    data = body["data"]
+    assert data["checks"]["database"]["status"] == "operational"
+    assert data["checks"]["correlation"]["status"] == "down"
+    assert data["backendAgentIntegration"]["crossStreamCoordinator"] == "down"
+    assert data["status"] == "degraded"

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -16,7 +16,8 @@ from activities.emergency import EmergencyActivities
 from routing.decide import decide
 from routing.types import RoutingDecision, RoutingRequest, Strategy
 from store.base import utcnow
-from store.models import Coordination, Emergency, Event
+from store.db import transaction
+from store.models import Coordination, Emergency, Event, IncidentRow, RoutingOverrideRow
 from store.snapshot import load_snapshot
 from switchyard.settings import Settings
 from workflows.emergency_types import (
@@ -217,3 +218,53 @@ def test_cap_spent_rule() -> None:
     assert SpendReading(spent=4999.99, max_budget_override=5000, cheapest_cost=0.029).cap_spent()
     assert not SpendReading(spent=4999.9, max_budget_override=5000, cheapest_cost=0.029).cap_spent()
     assert not SpendReading(spent=0, max_budget_override=5000, cheapest_cost=None).cap_spent()
+
+
+def test_applied_optimizations_are_what_the_activation_applied(
+    clean_store: Engine, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    activities = EmergencyActivities(sessions, settings)
+    plain = _env().run(activities.activate, _activate_input(utcnow()))
+    assert plain.applied_optimizations == [
+        "intelligent_routing",
+        "backend_agent_coordination",
+        "emergency_override",
+    ]
+    # A recovery holds the premium node out and an open incident guards stripe: the next
+    # activation is shaped by both, and says so.
+    now = utcnow()
+    with transaction(sessions) as session:
+        session.execute(delete(Emergency))
+        session.add(
+            RoutingOverrideRow(
+                workflow_id="recovery:stripe:held",
+                service="stripe",
+                excluded_nodes=[PREMIUM],
+                strategy="AVAILABILITY_FOCUSED",
+                restore_fraction=0.0,
+                revision=1,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.add(
+            IncidentRow(
+                incident_id="incident_guarding_stripe",
+                workflow_id="incident:incident_guarding_stripe",
+                status="open",
+                phase="recovering",
+                opened_at=now - timedelta(minutes=2),
+                last_error_at=now - timedelta(minutes=2),
+                services=["stripe"],
+                blast_radius=["stripe"],
+            )
+        )
+    shaped = _env().run(activities.activate, _activate_input(utcnow(), step_key="c2:activate"))
+    assert shaped.selected_node.node_id != PREMIUM
+    assert shaped.applied_optimizations == [
+        "intelligent_routing",
+        "backend_agent_coordination",
+        "cascade_protection",
+        "emergency_override",
+        "recovery_override",
+    ]

@@ -1,8 +1,9 @@
-"""recovery plans in the catalog; how each recovery run ended
+"""recovery plans in the catalog; how each recovery run ended; when nodes were assessed
 
 provider_services.recovery_plans: the service's named recovery plans (an error report picks
 one by recoveryStrategyId). recovery_runs: one row per ended recovery run, its strategy,
 duration and the time its first report declared, for resolution estimates and analytics.
+provider_services.assessed_at: when the health sweep last assessed the service's nodes.
 
 Revision ID: 0010
 Revises: 0009
@@ -28,6 +29,8 @@ def upgrade() -> None:
             sa.Column("recovery_plans", sa.JSON(), server_default="{}", nullable=False)
         )
     when = store.base.UtcDateTime(timezone=True)
+    with op.batch_alter_table("provider_services", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("assessed_at", when, nullable=True))
     op.create_table(
         "recovery_runs",
         sa.Column("run_key", sa.String(length=300), nullable=False),
@@ -49,4 +52,5 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_recovery_runs_service"), table_name="recovery_runs")
     op.drop_table("recovery_runs")
     with op.batch_alter_table("provider_services", schema=None) as batch_op:
+        batch_op.drop_column("assessed_at")
         batch_op.drop_column("recovery_plans")
