@@ -212,6 +212,8 @@ async def execute_coordination(
     # Whether the service is monitored live: its nodes assessed by the sweep of late (the
     # request's flag only opens a monitoring session).
     assessed = monitoring_active(snapshot, service, now, runtime.monitoring_window)
+    # A registered stream is checked against the open incidents' streams.
+    stream_incident = snapshot.incident_streams.get(agent.error_stream_id or "") if sync else None
     touches = Touches(
         stream_id=agent.error_stream_id if sync else None,
         monitoring_session_id=(agent.monitoring_session_id or f"monitoring_{service}")
@@ -242,6 +244,7 @@ async def execute_coordination(
             started,
             audit_scope=audit_scope,
             incident=incident,
+            stream_incident=stream_incident,
         )
         charge = DecisionCharge(
             coordination_id=coordination_id,
@@ -282,6 +285,7 @@ class _Answer:
     started: float  # perf_counter at the request's start
     audit_scope: Scope | None = None  # the request, when its entry goes in the decision's batch
     incident: IncidentCoordination | None = None  # the open incident protecting the service
+    stream_incident: str | None = None  # the open incident holding the request's stream
     data: dict[str, Any] = field(default_factory=dict)  # the answer, set by complete()
 
     def record(self, integration_ms: float) -> DecisionRecord:
@@ -300,10 +304,13 @@ class _Answer:
             ),
             predictive=self.body.coordination_requirements.require_predictive_analytics,
             incident=self.incident,
+            stream_incident=self.stream_incident,
         )
         data = result.model_dump(mode="json", by_alias=True)
         if data["incident"] is None:  # the block is there only when an incident protects
             del data["incident"]
+        if self.stream_incident is None:  # named only when the stream belongs to one
+            del data["backendAgentIntegration"]["correlatedIncidentId"]
         done = time.perf_counter()
         metrics = data["performanceMetrics"]
         metrics["totalCoordinationTime"] = _ms(self.started, done)
@@ -356,6 +363,7 @@ def _result(
     metrics: PerformanceMetrics,
     predictive: bool = False,
     incident: IncidentCoordination | None = None,
+    stream_incident: str | None = None,
 ) -> CoordinationResult:
     applied = ["intelligent_routing"]
     if sync:
@@ -403,9 +411,11 @@ def _result(
             error_stream_registered=sync,
             recovery_strategy_activated=decision.recovery_override_applied,
             monitoring_active=monitoring,
-            # Coordinated with the other error streams: its own stream was registered where
-            # the incident correlation sees it, or an open incident's protections applied.
+            # Checked against cross-stream correlation: its registered stream against the open
+            # incidents' streams (and later errors on it correlate by same_stream), or its
+            # service against their blast radii when one guards it.
             cross_stream_coordinated=sync or incident is not None,
+            correlated_incident_id=stream_incident,
         ),
         performance_metrics=metrics,
         business_outcome=BusinessOutcomeOut(

@@ -220,6 +220,8 @@ class RoutingSnapshot:
     consumers: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # Services in an open incident's blast radius -> the incident guarding them.
     incidents: Mapping[str, IncidentGuard] = field(default_factory=dict)
+    # Error stream -> the open incident it belongs to (the streams incidents have claimed).
+    incident_streams: Mapping[str, str] = field(default_factory=dict)
     # Service -> when the health sweep last assessed its nodes (absent: never).
     assessed_at: Mapping[str, datetime] = field(default_factory=dict)
     # Derived once per snapshot, so a decision on a service without routing rules pays

@@ -67,6 +67,7 @@ def load_snapshot(
         catalog_revision=int(session.scalar(select(func.max(CatalogRevision.number))) or 0),
         consumers={c.name: frozenset(c.uses) for c in session.scalars(select(ServiceConsumer))},
         incidents=load_incident_guards(session),
+        incident_streams=load_incident_streams(session),
         assessed_at={s.name: s.assessed_at for s in services if s.assessed_at is not None},
     )
 
@@ -101,6 +102,18 @@ def load_incident_guards(session: Session) -> dict[str, IncidentGuard]:
         for service in row.blast_radius:
             guards.setdefault(service, IncidentGuard(row.incident_id, row.opened_at))
     return guards
+
+
+def load_incident_streams(session: Session) -> dict[str, str]:
+    """Each error stream an open incident holds and the (oldest) incident holding it."""
+    streams: dict[str, str] = {}
+    rows = session.scalars(
+        select(IncidentRow).where(IncidentRow.status == "open").order_by(IncidentRow.opened_at)
+    )
+    for row in rows:
+        for stream in [*row.streams, *(m["stream_id"] for m in row.members)]:
+            streams.setdefault(stream, row.incident_id)
+    return streams
 
 
 def service_rules(service: ProviderService) -> ServiceRules:

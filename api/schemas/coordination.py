@@ -153,6 +153,8 @@ class BackendAgentIntegration(ResponseModel):
     recovery_strategy_activated: bool
     monitoring_active: bool
     cross_stream_coordinated: bool
+    # The open incident the request's registered stream belongs to (left out when none).
+    correlated_incident_id: str | None = None
 
 
 class PerformanceMetrics(ResponseModel):

@@ -17,7 +17,7 @@ from routing.health import MonitoringConfig
 from store.base import utcnow
 from store.db import transaction
 from store.health import sweep
-from store.models import MonitoringSession, ProviderService
+from store.models import IncidentRow, MonitoringSession, ProviderService
 
 URL = "/api/v1/enhanced-traffic-coordination/execute-coordination"
 Auth = Callable[..., dict[str, str]]
@@ -60,3 +60,45 @@ def test_monitoring_active_follows_the_sweep_not_the_flag(
     _refresh(api_client)
     stale = _decide(api_client, auth, **MONITORED)
     assert stale["backendAgentIntegration"]["monitoringActive"] is False
+
+
+def test_cross_stream_coordinated_when_the_stream_or_service_was_checked(
+    api_client: TestClient, auth: Auth, sessions: sessionmaker[Session]
+) -> None:
+    def integration(**agent: Any) -> dict[str, Any]:
+        data = _decide(api_client, auth, backendAgentContext=agent)
+        block: dict[str, Any] = data["backendAgentIntegration"]
+        return block
+
+    # Nothing to check: no stream registered, no incident guarding stripe.
+    assert integration()["crossStreamCoordinated"] is False
+    assert integration(errorStreamId="unsynced")["crossStreamCoordinated"] is False
+    # A registered stream is checked against the open incidents: none holds it.
+    checked = integration(errorStreamId="stream_a", requireBackendAgentSync=True)
+    assert checked["crossStreamCoordinated"] is True
+    assert "correlatedIncidentId" not in checked
+
+    # An open incident holds stream_b (not guarding stripe: its blast radius is elsewhere).
+    now = utcnow()
+    with transaction(sessions) as session:
+        session.add(
+            IncidentRow(
+                incident_id="incident_holding_b",
+                workflow_id="incident:incident_holding_b",
+                status="open",
+                phase="recovering",
+                opened_at=now - timedelta(minutes=1),
+                last_error_at=now - timedelta(minutes=1),
+                services=["samsara"],
+                blast_radius=["samsara"],
+                streams=["stream_b"],
+            )
+        )
+    _refresh(api_client)
+    held = integration(errorStreamId="stream_b", requireBackendAgentSync=True)
+    assert held["crossStreamCoordinated"] is True
+    assert held["correlatedIncidentId"] == "incident_holding_b"
+    other = integration(errorStreamId="stream_a", requireBackendAgentSync=True)
+    assert "correlatedIncidentId" not in other
+    # Unregistered, the stream is not checked even though an incident holds it.
+    assert integration(errorStreamId="stream_b")["crossStreamCoordinated"] is False
