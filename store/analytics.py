@@ -36,6 +36,7 @@ from store.models import (
     Outcome,
     ProviderNodeRow,
     ProviderService,
+    RecoveryRun,
     RoutingOverrideRow,
 )
 
@@ -270,6 +271,95 @@ def coordination_series(
         seconds,
         [(int(r[0]), int(r[1]), int(r[2]), float(r[3]), float(r[4])) for r in rows],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BeforeAfter:
+    """Sums behind the before-vs-after figures of a service (or all services).
+
+    Cost: what the decisions cost, and what the same decisions would have cost on each
+    service's primary node (its first enabled, regular node in catalog order), over the
+    successful coordinations. Resolution: how long the resolved recoveries took, and how long
+    their first reports declared they might (`timeToResolution`)."""
+
+    successful: int = 0
+    cost: float = 0.0
+    reference_cost: float = 0.0
+    resolved: int = 0
+    resolution_minutes: float = 0.0
+    declared_minutes: float = 0.0
+
+    def __add__(self, other: BeforeAfter) -> BeforeAfter:
+        return BeforeAfter(
+            self.successful + other.successful,
+            self.cost + other.cost,
+            self.reference_cost + other.reference_cost,
+            self.resolved + other.resolved,
+            self.resolution_minutes + other.resolution_minutes,
+            self.declared_minutes + other.declared_minutes,
+        )
+
+
+def primary_costs(*, session: Session) -> dict[str, float]:
+    """Each service's primary node's price: its first enabled, regular node in catalog order."""
+    rows = session.execute(
+        select(ProviderNodeRow.service, ProviderNodeRow.cost_per_request)
+        .where(ProviderNodeRow.enabled.is_(true()), ProviderNodeRow.emergency_only.is_(false()))
+        .order_by(ProviderNodeRow.service, ProviderNodeRow.position, ProviderNodeRow.node_id)
+    )
+    primaries: dict[str, float] = {}
+    for service, cost in rows:
+        primaries.setdefault(service, float(cost))
+    return primaries
+
+
+def before_after(
+    *, session: Session, since: datetime | None, service: str | None = None
+) -> dict[str, BeforeAfter]:
+    """Per service: the successful coordinations' cost and count, and the resolved recoveries'
+    durations and declared times, at or after `since` (three statements)."""
+    succeeded = ~failed_outcome_reported()
+    calls = (
+        select(
+            Coordination.service,
+            func.count(),
+            func.coalesce(func.sum(Coordination.estimated_cost), 0.0),
+        )
+        .where(_since(Coordination.created_at, since), succeeded)
+        .group_by(Coordination.service)
+    )
+    runs = (
+        select(
+            RecoveryRun.service,
+            func.count(),
+            func.coalesce(func.sum(RecoveryRun.minutes), 0.0),
+            func.coalesce(func.sum(RecoveryRun.declared_minutes), 0.0),
+        )
+        .where(
+            _since(RecoveryRun.ended_at, since),
+            RecoveryRun.outcome == RESOLVED_STATUS,
+            RecoveryRun.declared_minutes.is_not(None),
+        )
+        .group_by(RecoveryRun.service)
+    )
+    if service is not None:
+        calls = calls.where(Coordination.service == service)
+        runs = runs.where(RecoveryRun.service == service)
+    primaries = primary_costs(session=session)
+    sums: dict[str, BeforeAfter] = {}
+    for name, count, cost in session.execute(calls):
+        primary = primaries.get(name)
+        # A service that left the catalog has no primary: its calls count at their own cost.
+        reference = float(cost) if primary is None else int(count) * primary
+        sums[name] = BeforeAfter(int(count), float(cost), reference)
+    for name, count, minutes, declared in session.execute(runs):
+        resolved = BeforeAfter(
+            resolved=int(count),
+            resolution_minutes=float(minutes or 0.0),
+            declared_minutes=float(declared or 0.0),
+        )
+        sums[name] = sums.get(name, BeforeAfter()) + resolved
+    return sums
 
 
 def spent_since(*, session: Session, start: datetime) -> dict[str, float]:

@@ -11,6 +11,7 @@ from api.deps import Reader, SessionDep
 from api.errors import ApiError
 from api.schemas.analytics import (
     AnalyticsTimeframe,
+    BeforeVsAfter,
     BusinessImpact,
     CoordinationAnalytics,
     PerformanceReport,
@@ -22,7 +23,9 @@ from api.schemas.analytics import (
 from api.schemas.common import Envelope, ErrorEnvelope
 from routing.outcome import MONEY_DECIMALS, PERCENT_DECIMALS
 from store.analytics import (
+    BeforeAfter,
     CoordinationTotals,
+    before_after,
     catalog_services,
     coordination_totals,
     emergencies_started,
@@ -49,6 +52,39 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def _start(now: datetime, timeframe: Timeframe | AnalyticsTimeframe) -> datetime | None:
     window = timeframe.window
     return None if window is None else now - window
+
+
+def _ratio(part: float, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _reduction(reference: float | None, actual: float | None) -> float | None:
+    """(reference - actual) / reference in percent; None without a positive reference."""
+    if reference is None or actual is None or reference <= 0:
+        return None
+    return round((reference - actual) / reference * 100.0, PERCENT_DECIMALS)
+
+
+def _rounded(value: float | None, decimals: int) -> float | None:
+    return None if value is None else round(value, decimals)
+
+
+def before_vs_after(sums: BeforeAfter) -> BeforeVsAfter:
+    """The before-vs-after figures of some sums (definitions in the model and ANALYTICS.md)."""
+    actual = _ratio(sums.cost, sums.successful)
+    reference = _ratio(sums.reference_cost, sums.successful)
+    took = _ratio(sums.resolution_minutes, sums.resolved)
+    declared = _ratio(sums.declared_minutes, sums.resolved)
+    return BeforeVsAfter(
+        successful_calls=sums.successful,
+        cost_per_successful_call=_rounded(actual, MONEY_DECIMALS),
+        reference_cost_per_successful_call=_rounded(reference, MONEY_DECIMALS),
+        cost_reduction=_reduction(reference, actual),
+        resolved_recoveries=sums.resolved,
+        average_resolution_time=_rounded(took, MINUTE_DECIMALS),
+        declared_resolution_time=_rounded(declared, MINUTE_DECIMALS),
+        resolution_time_improvement=_reduction(declared, took),
+    )
 
 
 def _breakdown(totals: CoordinationTotals) -> ServiceBreakdown:
@@ -82,6 +118,7 @@ def get_coordination_analytics(
     names = catalog_services(session=session)
     names += sorted(set(per_service) - set(names))
     totals = sum(per_service.values(), CoordinationTotals())
+    compared = sum(before_after(session=session, since=since).values(), BeforeAfter())
     return Envelope(
         data=CoordinationAnalytics(
             total_services=len(names),
@@ -96,6 +133,7 @@ def get_coordination_analytics(
             emergency_activations=emergencies_started(session=session, since=since),
             last_update=now,
             timeframe=timeframe,
+            before_vs_after=before_vs_after(compared),
         )
     )
 
@@ -153,6 +191,11 @@ def get_performance_metrics(
                     node: round(score, PERCENT_DECIMALS) for node, score in health.items()
                 },
                 last_update=now,
+            ),
+            before_vs_after=before_vs_after(
+                before_after(session=session, since=since, service=service).get(
+                    service, BeforeAfter()
+                )
             ),
         )
     )

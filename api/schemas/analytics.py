@@ -56,6 +56,35 @@ _WINDOWS = {
 }
 
 
+COST_DEFINITION = (
+    "costReduction = (reference - actual) / reference x 100, where actual is the estimated cost "
+    "of the successful coordinations divided by their number, and reference what the same "
+    "coordinations would have cost on each service's primary node (its first enabled, "
+    "regular node in catalog order); negative when the decisions cost more"
+)
+RESOLUTION_DEFINITION = (
+    "resolutionTimeImprovement = (declared - actual) / declared x 100, where actual is the "
+    "mean duration in minutes of the resolved recoveries and declared the mean "
+    "timeToResolution their first error reports gave; negative when they took longer"
+)
+
+
+class BeforeVsAfter(ResponseModel):
+    """What the decisions cost against the primary nodes, and how fast recoveries resolved
+    against what callers declared; percentages are null without data."""
+
+    successful_calls: int
+    cost_per_successful_call: float | None
+    reference_cost_per_successful_call: float | None
+    cost_reduction: float | None
+    cost_definition: str = COST_DEFINITION
+    resolved_recoveries: int
+    average_resolution_time: float | None
+    declared_resolution_time: float | None
+    resolution_time_improvement: float | None
+    resolution_definition: str = RESOLUTION_DEFINITION
+
+
 class ServiceBreakdown(ResponseModel):
     """One service's share of coordination-analytics."""
 
@@ -78,6 +107,7 @@ class CoordinationAnalytics(ResponseModel):
     emergency_activations: int
     last_update: Timestamp
     timeframe: AnalyticsTimeframe
+    before_vs_after: BeforeVsAfter | None = None
 
 
 class ServicePerformance(ResponseModel):
@@ -115,3 +145,4 @@ class PerformanceReport(ResponseModel):
     performance_metrics: ServicePerformance
     business_impact: BusinessImpact
     system_health: SystemHealth
+    before_vs_after: BeforeVsAfter | None = None

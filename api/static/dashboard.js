@@ -201,6 +201,15 @@
       ["Backend integration", percent(totals.backendIntegrationRate)],
       ["Emergencies", String(totals.emergencyActivations)],
     ];
+    // Before vs after: cost against the primary nodes, resolution against what was declared.
+    const compared = totals.beforeVsAfter;
+    if (compared) {
+      const signed = (v) => (v === null ? "–" : (v > 0 ? "−" : "+") + percent(Math.abs(v)));
+      figures.push(
+        ["Cost vs primary", signed(compared.costReduction)],
+        ["Resolution vs declared", signed(compared.resolutionTimeImprovement)],
+      );
+    }
     $("totals").replaceChildren(...figures.map(([label, value]) =>
       el("div", {}, el("dt", { text: label }), el("dd", { text: value }))));
     drawChart($("chart-success"), series.points.map((p) => p.successRate), 100, percent);
