@@ -9,11 +9,15 @@ Every API replica runs its own hub on the shared store, so an event committed an
 (worker or API) reaches the clients of every replica.
 
 Dispatched events go into one shared in-memory backlog of the newest `backlog` events; each
-client walks it at its own pace from its own position. A client that resumes (`since`) is
-first replayed from the store up to the hub's position, then starts walking the backlog at
-exactly that position: no gap, no duplicate. A client that falls more than `backlog` events
-behind is closed with 4008 and told where to resume, instead of holding anyone up: the hub
-never waits for a client.
+client walks it at its own pace from its own position. Each event is framed once
+(api/event_frames.py): a client that is level with the hub and whose socket has room gets the
+new events written straight to its socket by the hub, the same bytes as every other client,
+with no task of its own woken; only a client that fell behind walks the backlog itself.
+
+A client that resumes (`since`) is first replayed from the store up to the hub's position,
+then starts walking the backlog at exactly that position: no gap, no duplicate. A client that
+falls more than `backlog` events behind is closed with 4008 and told where to resume, instead
+of holding anyone up: the hub never waits for a client.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,6 +37,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from api.event_frames import FrameSink, deflate_message, frame_sink, text_frame
 from api.runtime import ApiRuntime
 from store.crypto import SEALED_EVENT_FIELDS, DecryptionError, FieldCipher
 from store.db import make_engine, make_session_factory
@@ -52,6 +56,7 @@ READ_PAGE = 500  # events per store read, live and replay (at most half the back
 SAFETY_POLL_SECONDS = 2.0  # PostgreSQL: read even without a NOTIFY (a lost listener)
 HUB_POOL_SIZE = 4  # the follower, replays and live starts share it
 CLOSE_WAIT_SECONDS = 5.0  # a client too slow to take its close frame is left to the server
+WRITE_CHUNK_BYTES = 65_536  # a client catching up writes its frames in pieces of about this
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,19 @@ class OutboundEvent:
     service: str | None
     body: dict[str, Any]
     text: str  # body as JSON, encoded once for every client
+    _frames: dict[int | None, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def frame(self, encoding: int | None) -> bytes:
+        """The event's WebSocket frame for a sink's encoding, built once and kept."""
+        built = self._frames.get(encoding)
+        if built is None:
+            payload = self.text.encode()
+            if encoding is None:
+                built = text_frame(payload)
+            else:
+                built = text_frame(deflate_message(payload, encoding), compressed=True)
+            self._frames[encoding] = built
+        return built
 
 
 class StoredEvent(Protocol):
@@ -111,10 +129,14 @@ class Subscription:
 
     filter: EventFilter
     closing: asyncio.Future[tuple[int, str]]
+    sink: FrameSink | None = None  # the socket's raw frame writer, when the server offers one
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     position: int = 0  # the hub's sequence number of the next backlog event to look at
     after: int = 0  # events up to this id were replayed (or predate the client)
     last_sent: int = 0
+    # Level with the hub and parked: the hub may write to the socket itself. Only the hub
+    # clears it (when it wakes the client), so the two never write to one socket at once.
+    idle: bool = False
 
 
 @dataclass
@@ -197,7 +219,11 @@ class EventHub:
         `expires_at` (epoch seconds) is when the client's token expires: it is closed with
         4401 then, and may reconnect with a fresh token and `since`.
         """
-        subscription = Subscription(event_filter, asyncio.get_running_loop().create_future())
+        subscription = Subscription(
+            event_filter,
+            asyncio.get_running_loop().create_future(),
+            sink=frame_sink(websocket.scope),
+        )
         self.clients += 1
         try:
             await self._serve(websocket, subscription, since, expires_at)
@@ -250,33 +276,54 @@ class EventHub:
         subscription.position = self.dispatched
         self._subscriptions.add(subscription)
         while True:
-            await subscription.wake.wait()
-            subscription.wake.clear()
-            while subscription.position < self.dispatched:
+            if subscription.position == self.dispatched:
+                subscription.idle = True
+                await subscription.wake.wait()
+                subscription.wake.clear()
+            # Woken: the hub found the socket full, or this client is behind. Walk the
+            # backlog, writing a chunk at a time as the socket takes it.
+            batch: list[OutboundEvent] = []
+            size = 0
+            while subscription.position < self.dispatched and size < WRITE_CHUNK_BYTES:
                 oldest = self.dispatched - len(self._log)
                 if subscription.position < oldest:
                     await asyncio.Future()  # left behind: the hub is closing this client
                 item = self._log[subscription.position - oldest]
                 subscription.position += 1
                 if item.id > subscription.after and subscription.filter.matches(item):
-                    await self._deliver(websocket, subscription, [item])
+                    batch.append(item)
+                    size += len(item.text)
+            await self._deliver(websocket, subscription, batch)
 
     async def _deliver(
-        self, websocket: WebSocket, subscription: Subscription, items: Iterable[OutboundEvent]
+        self, websocket: WebSocket, subscription: Subscription, items: list[OutboundEvent]
     ) -> None:
-        for item in items:
-            await websocket.send_text(item.text)
-            subscription.last_sent = item.id
-            self.delivered += 1
+        sink = subscription.sink
+        if sink is None:
+            for item in items:
+                await websocket.send_text(item.text)
+                subscription.last_sent = item.id
+                self.delivered += 1
+            return
+        if not items:
+            return
+        await sink.wait_writable()
+        if not sink.open():
+            raise WebSocketDisconnect(1006)
+        sink.write(b"".join(item.frame(sink.encoding) for item in items))
+        subscription.last_sent = items[-1].id
+        self.delivered += len(items)
 
     @property
     def _page_size(self) -> int:
         return max(1, min(READ_PAGE, self.backlog // 2))
 
     def _dispatch(self, page: list[OutboundEvent]) -> None:
-        """Append a page to the backlog, drop clients it left behind, wake the others."""
+        """Append a page to the backlog and send it: written at once to every client level
+        with the hub whose socket has room, the others woken; drop clients it left behind."""
         if not page:
             return
+        start = self.dispatched
         for item in page:
             self._log.append(item)
             self.dispatched += 1
@@ -284,14 +331,37 @@ class EventHub:
         while len(self._log) > self.backlog:
             self._log.popleft()
         oldest = self.dispatched - len(self._log)
+        # The page's frames per (filter, encoding), joined once for all clients sharing them.
+        shared: dict[tuple[EventFilter, int | None], tuple[bytes, int, int]] = {}
         for subscription in list(self._subscriptions):
-            if subscription.position < oldest:
+            sink = subscription.sink
+            if (
+                subscription.idle
+                and subscription.position == start
+                and sink is not None
+                and sink.writable()
+                and subscription.after < page[0].id
+            ):
+                key = (subscription.filter, sink.encoding)
+                frames = shared.get(key)
+                if frames is None:
+                    chosen = [item for item in page if subscription.filter.matches(item)]
+                    joined = b"".join(item.frame(sink.encoding) for item in chosen)
+                    frames = shared[key] = (joined, len(chosen), chosen[-1].id if chosen else 0)
+                data, count, last_id = frames
+                subscription.position = self.dispatched
+                if count:
+                    sink.write(data)
+                    subscription.last_sent = last_id
+                    self.delivered += count
+            elif subscription.position < oldest:
                 self._close(
                     subscription,
                     CLOSE_TOO_SLOW,
                     f"client too slow; reconnect with since={subscription.last_sent}",
                 )
             else:
+                subscription.idle = False
                 subscription.wake.set()
 
     def _close(self, subscription: Subscription, code: int, reason: str) -> None:

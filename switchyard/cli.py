@@ -40,6 +40,7 @@ def api(
     import uvicorn
 
     from api.app import create_app
+    from api.event_frames import websocket_server_options
 
     settings = _settings()
     _logging(settings)
@@ -53,6 +54,8 @@ def api(
         access_log=settings.access_log,
         # SIGTERM: stop accepting, let in-flight requests finish for this long, then stop.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # Event frames are built once for every client (docs/EVENTS.md).
+        **websocket_server_options(settings.events_compression),
     )
 
 

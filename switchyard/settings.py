@@ -152,6 +152,10 @@ class Settings(BaseSettings):
         description="Other writes (errors, emergencies, breakers, recoveries): 2 a second.",
     )
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    events_compression: bool = Field(
+        default=False,
+        description="Offer permessage-deflate on the events WebSocket (docs/EVENTS.md).",
+    )
 
     # Operations: logs, metrics, traces, shutdown (docs/OPERATIONS.md).
     log_format: Literal["json", "console"] = Field(

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from websockets.sync.client import ClientConnection, connect
 
+from api.event_frames import websocket_server_options
 from api.events_hub import EventHub
 from store.db import transaction
 from store.events import EventDraft, event_draft, latest_event_id, publish_many
@@ -25,12 +26,19 @@ class LiveApi:
     """An app served by uvicorn on a free port, in a thread of this process.
 
     A real server (unlike TestClient) has TCP back-pressure and the WebSocket handshake of
-    production, which the slow-client and auth tests need.
+    production, which the slow-client and auth tests need. It is configured as `switchyard
+    api` configures uvicorn (shared event frames, compression as `compression` says) unless
+    `config` says otherwise.
     """
 
-    def __init__(self, app: FastAPI, **config: Any) -> None:
+    def __init__(self, app: FastAPI, compression: bool = False, **config: Any) -> None:
         self.app = app
-        options: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "log_level": "warning"}
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "log_level": "warning",
+            **websocket_server_options(compression),
+        }
         self.config = uvicorn.Config(app, **(options | config))
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="live-api", daemon=True)
