@@ -1,46 +1,49 @@
 """Live events on PostgreSQL: commit-to-client latency, and how many clients one API serves.
 
-Creates a fresh database, starts one API process (`switchyard api`), and for each client count
-(`--clients 1,100,500`): connects that many WebSocket clients to `/events` (from client
-processes of this script), then a writer thread here commits one event per transaction at
-`--rate` events/s for `--duration` seconds. Latency runs from the writer calling COMMIT to a
-client having the parsed event (wall clock: writer and clients share the machine), so it
-includes the commit itself, the NOTIFY, the API's read and fan-out, and the client's parse.
+Creates a fresh database, starts one API process (`switchyard api`) per server under test, and
+for each client count (`--clients 100,250,500`) and each server in turn: connects that many
+WebSocket clients to `/events` (from client processes of this script, bench/events_clients.py),
+then a writer thread here commits one event per transaction at `--rate` events/s for
+`--duration` seconds. Latency runs from the writer calling COMMIT to a client having read the
+event (wall clock: writer and clients share the machine), so it includes the commit itself,
+the NOTIFY, the API's read and fan-out, and the client.
+
+`--before DIR` adds a second API run from another checkout (e.g. the commit before a change,
+in a temporary worktree) on the same database; the two are measured alternately, level by
+level, in one run, so the machine's load falls on both alike. `--compressed-too` adds this
+checkout's API once more with `SWITCHYARD_EVENTS_COMPRESSION=true`.
 
 A level is "served" when every client received every event, in order, none was closed as
 too slow, and the p95 latency stays under `--served-p95-ms`. The load generator (client
 processes and writer) runs on the same machine as the API and PostgreSQL, so its CPU is part
 of the budget; the table says how the CPU was split.
 
-    .venv/bin/python -m bench.bench_events                         # 1, 100, 250, 500, 1000 clients
-    .venv/bin/python -m bench.bench_events --clients 1 --duration 30
+    .venv/bin/python -m bench.bench_events                         # 100, 250, 500 clients
+    .venv/bin/python -m bench.bench_events --before /tmp/before --compressed-too
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import multiprocessing
 import os
 import resource
 import secrets
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from api.auth import Role, issue_token
 from bench.bench_http import (
@@ -51,6 +54,7 @@ from bench.bench_http import (
     tree_cpu_seconds,
     wait_for_health,
 )
+from bench.events_clients import ClientReport, EventsClient, open_client
 from bench.stats import nearest_rank
 from store.db import make_engine, make_session_factory
 from store.events import latest_event_id, publish
@@ -65,23 +69,20 @@ SAMPLED_PER_PROCESS = 50  # clients per process that record every receive time
 CONNECT_BATCH = 50
 
 
-@dataclass
-class ClientReport:
-    """What one client process saw."""
+@dataclass(frozen=True)
+class ApiServer:
+    """One API process under test."""
 
-    connected: int = 0
-    complete: int = 0  # clients that received every event, in order
-    too_slow: int = 0  # closed by the server with 4008
-    failed: int = 0  # other closes, errors, timeouts, gaps
-    received: int = 0
-    samples: list[tuple[int, float]] = field(default_factory=list)  # (event id, wall time)
-    cpu_seconds: float = 0.0
+    name: str
+    pid: int
+    port: int
 
 
 @dataclass
 class LevelResult:
-    """One client count's figures."""
+    """One client count's figures on one server."""
 
+    server: str
     clients: int
     events: int
     seconds: float
@@ -100,11 +101,9 @@ class LevelResult:
 
 
 def client_process(
-    uri: str,
-    token: str,
+    target: tuple[str, int, str, str],
     count: int,
-    first: int,
-    last: int,
+    expect: tuple[int, int],
     options: tuple[bool, float],
     ready: Queue[int],
     go: Any,
@@ -112,85 +111,64 @@ def client_process(
 ) -> None:
     """Connect `count` clients, wait for `go`, receive events first..last, report.
 
-    `options`: whether to offer compression, and how long to wait for the events at most.
+    `target`: host, port, path, token. `options`: whether to offer compression, and how long
+    to wait for the events at most.
     """
-    report = asyncio.run(_clients(uri, token, count, first, last, options, ready, go))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    report.cpu_seconds = usage.ru_utime + usage.ru_stime
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    report = asyncio.run(_clients(target, count, expect, options, ready, go))
+    report.cpu_seconds = _own_cpu() - report.cpu_seconds  # since `go`
     results.put(report)
 
 
 async def _clients(
-    uri: str,
-    token: str,
+    target: tuple[str, int, str, str],
     count: int,
-    first: int,
-    last: int,
+    expect: tuple[int, int],
     options: tuple[bool, float],
     ready: Queue[int],
     go: Any,
 ) -> ClientReport:
+    host, port, path, token = target
     compression, timeout = options
     report = ClientReport()
-    sockets = []
+    clients: list[EventsClient] = []
+    protocols = [SUBPROTOCOL, f"bearer.{token}"]
     for start in range(0, count, CONNECT_BATCH):
         batch = range(start, min(count, start + CONNECT_BATCH))
-        sockets += await asyncio.gather(
+        clients += await asyncio.gather(
             *(
-                connect(
-                    uri,
-                    subprotocols=[SUBPROTOCOL, f"bearer.{token}"],  # type: ignore[list-item]
-                    compression="deflate" if compression else None,
-                    max_queue=None,
-                    open_timeout=60,
-                    ping_interval=None,
+                open_client(
+                    host,
+                    port,
+                    path,
+                    protocols,
+                    compression,
+                    expect,
+                    index < SAMPLED_PER_PROCESS,
+                    report,
                 )
-                for _ in batch
+                for index in batch
             )
         )
-    report.connected = len(sockets)
+    report.connected = len(clients)
     ready.put(report.connected)
     await asyncio.to_thread(go.wait)
-    deadline = time.monotonic() + timeout
-    await asyncio.gather(
-        *(
-            _receive(ws, first, last, report, index < SAMPLED_PER_PROCESS, deadline)
-            for index, ws in enumerate(sockets)
-        )
-    )
-    return report
-
-
-async def _receive(
-    ws: Any, first: int, last: int, report: ClientReport, sampled: bool, deadline: float
-) -> None:
-    expected = first
-    try:
-        async with asyncio.timeout(deadline - time.monotonic()):
-            async for message in ws:
-                event_id = json.loads(message)["id"]
-                if sampled:
-                    report.samples.append((event_id, time.time()))
-                report.received += 1
-                if event_id != expected:
-                    report.failed += 1
-                    return
-                if event_id == last:
-                    report.complete += 1
-                    return
-                expected += 1
-    except ConnectionClosed as closed:
-        if closed.rcvd is not None and closed.rcvd.code == 4008:
+    report.cpu_seconds = _own_cpu()
+    done, _ = await asyncio.wait([c.finished for c in clients], timeout=timeout)
+    for client in clients:
+        outcome = client.finished.result() if client.finished in done else "timeout"
+        if outcome == "complete":
+            report.complete += 1
+        elif outcome == "too_slow":
             report.too_slow += 1
         else:
             report.failed += 1
-        return
-    except TimeoutError:
-        report.failed += 1
-        return
-    finally:
-        await ws.close()
-    report.failed += 1  # the server closed without a close frame
+        client.close()
+    await asyncio.sleep(0.5)  # let the close frames go out
+    return report
 
 
 # ---- writer -------------------------------------------------------------------------------
@@ -234,10 +212,9 @@ def write_events(
 
 def run_level(
     args: argparse.Namespace,
-    uri: str,
+    api: ApiServer,
     token: str,
     sessions: sessionmaker[Session],
-    api_pid: int,
     clients: int,
 ) -> LevelResult:
     """Connect `clients`, write the events, collect what the clients saw."""
@@ -258,7 +235,15 @@ def run_level(
     workers = [
         context.Process(
             target=client_process,
-            args=(uri, token, share, first, last, options, ready, go, results),
+            args=(
+                ("127.0.0.1", api.port, PATH, token),
+                share,
+                (first, last),
+                options,
+                ready,
+                go,
+                results,
+            ),
             daemon=True,
         )
         for share in shares
@@ -270,7 +255,7 @@ def run_level(
         raise RuntimeError(f"only {connected} of {clients} clients connected")
     time.sleep(1.0)  # let the handshakes' work settle before measuring
     commits: dict[int, float] = {}
-    api_before, pg_before = tree_cpu_seconds(api_pid), postgres_cpu_seconds()
+    api_before, pg_before = tree_cpu_seconds(api.pid), postgres_cpu_seconds()
     writer_before = _own_cpu()
     go.set()
     started = time.monotonic()
@@ -290,16 +275,19 @@ def run_level(
         merged.too_slow += part.too_slow
         merged.failed += part.failed
         merged.received += part.received
+        merged.in_order += part.in_order
+        merged.compressed += part.compressed
         merged.samples += part.samples
         merged.cpu_seconds += part.cpu_seconds
     latencies = [(seen - commits[i]) * 1000 for i, seen in merged.samples if i in commits]
     return LevelResult(
+        server=api.name,
         clients=clients,
         events=total,
         seconds=elapsed,
         report=merged,
         latencies_ms=latencies,
-        api_cpu=tree_cpu_seconds(api_pid) - api_before,
+        api_cpu=tree_cpu_seconds(api.pid) - api_before,
         postgres_cpu=postgres_cpu_seconds() - pg_before,
         writer_cpu=_own_cpu() - writer_before,
     )
@@ -324,26 +312,28 @@ def served(result: LevelResult, bound_ms: float) -> bool:
 def markdown(results: list[LevelResult], args: argparse.Namespace) -> str:
     """The levels as a markdown table."""
     lines = [
-        f"{args.rate:g} events/s for {args.duration:g} s per level, one API process "
-        f"(`switchyard api`), {args.client_processes} client process(es), "
-        f"compression {'on' if args.compression else 'off'}; served = every client got every "
-        f"event in order, none closed as too slow, p95 <= {args.served_p95_ms:g} ms.",
+        f"{args.rate:g} events/s for {args.duration:g} s per level and server, one API process "
+        f"each (`switchyard api`), {args.client_processes} client process(es), clients "
+        f"{'offering' if args.compression else 'not offering'} permessage-deflate; served = "
+        f"every client got every event in order, none closed as too slow, "
+        f"p95 <= {args.served_p95_ms:g} ms.",
         "",
-        "| clients | events | deliveries/s | p50 ms | p95 ms | p99 ms | max ms "
-        "| complete | too slow | failed | API CPU % | API CPU µs/delivery | PG CPU % "
-        "| clients CPU % | writer CPU % | served |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server | clients | delivered | in order | complete | too slow | failed | deflate "
+        "| p50 ms | p95 ms | max ms | API CPU % | API CPU µs/delivery | PG CPU % "
+        "| clients CPU % | served |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         rep, seconds = r.report, r.seconds
         lines.append(
-            f"| {r.clients} | {r.events} | {rep.received / seconds:,.0f} "
-            f"| {r.percentile(50):.1f} | {r.percentile(95):.1f} | {r.percentile(99):.1f} "
+            f"| {r.server} | {r.clients} | {rep.received:,} / {r.clients * r.events:,} "
+            f"| {rep.in_order:,} | {rep.complete} | {rep.too_slow} | {rep.failed} "
+            f"| {rep.compressed} "
+            f"| {r.percentile(50):.1f} | {r.percentile(95):.1f} "
             f"| {max(r.latencies_ms, default=float('nan')):.1f} "
-            f"| {rep.complete} | {rep.too_slow} | {rep.failed} "
-            f"| {100 * r.api_cpu / seconds:.0f} | {1e6 * r.api_cpu / max(rep.received, 1):.0f} "
+            f"| {100 * r.api_cpu / seconds:.0f} | {1e6 * r.api_cpu / max(rep.received, 1):.1f} "
             f"| {100 * r.postgres_cpu / seconds:.0f} "
-            f"| {100 * rep.cpu_seconds / seconds:.0f} | {100 * r.writer_cpu / seconds:.0f} "
+            f"| {100 * rep.cpu_seconds / seconds:.0f} "
             f"| {'yes' if served(r, args.served_p95_ms) else 'no'} |"
         )
     return "\n".join(lines)
@@ -353,18 +343,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description="Live event latency and WebSocket fan-out.")
     parser.add_argument(
-        "--clients",
-        default="1,100,250,500,1000",
-        help="comma-separated client counts, one level each",
+        "--clients", default="100,250,500", help="comma-separated client counts, one level each"
     )
     parser.add_argument("--rate", type=float, default=100.0, help="events committed per second")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds of events per level")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of events per level")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument(
         "--compression",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="offer permessage-deflate as browsers do",
+        help="clients offer permessage-deflate, as browsers do",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout to measure too (its API runs this venv's Python on its own code)",
+    )
+    parser.add_argument(
+        "--compressed-too",
+        action="store_true",
+        help="also measure this checkout with SWITCHYARD_EVENTS_COMPRESSION=true",
     )
     parser.add_argument("--served-p95-ms", type=float, default=250.0)
     parser.add_argument(
@@ -376,8 +374,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def start_api(
+    tree: Path, env: dict[str, str], log_path: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`switchyard api` run from `tree` (its code first on the path) on a free port."""
+    port = free_port()
+    python = str(ROOT / ".venv" / "bin" / "python")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [python, "-m", "switchyard", "api", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tree,
+            env={**env, "PYTHONPATH": str(tree)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", process)
+    except Exception:
+        stop_api(process)
+        raise
+    return process, port
+
+
+def stop_api(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the API's process group; SIGKILL it if it lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run every level and print the table."""
+    """Run every level on every server, alternating, and print the table."""
     args = parse_args(argv)
     command_line = " ".join(
         [".venv/bin/python -m bench.bench_events", *map(shlex.quote, sys.argv[1:])]
@@ -395,7 +426,6 @@ def main(argv: list[str] | None = None) -> int:
     from store.prepare import prepare_store
 
     prepare_store(settings)
-    port = free_port()
     env = {
         **os.environ,
         "SWITCHYARD_DATABASE_URL": database_url,
@@ -404,51 +434,51 @@ def main(argv: list[str] | None = None) -> int:
         "SWITCHYARD_ENCRYPTION_KEYS": settings.encryption_keys,
         "SWITCHYARD_CATALOG_PATH": str(ROOT / "providers.yaml"),
         "SWITCHYARD_TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "SWITCHYARD_ACCESS_LOG": "false",
         # Every client connects as one principal: keep the limiter out of the way.
         "SWITCHYARD_RATE_LIMIT_READ": "10000000/minute",
         "SWITCHYARD_RATE_LIMIT_DECIDE": "10000000/minute",
         "SWITCHYARD_RATE_LIMIT_CONTROL": "10000000/minute",
     }
+    planned: list[tuple[str, Path, dict[str, str]]] = []
+    if args.before is not None:
+        planned.append(("before", args.before.resolve(), env))
+    planned.append(("after", ROOT, env))
+    if args.compressed_too:
+        planned.append(
+            ("after, compression on", ROOT, {**env, "SWITCHYARD_EVENTS_COMPRESSION": "true"})
+        )
     engine = make_engine(database_url, pool_size=2)
     sessions = make_session_factory(engine)
-    log_path = home / "api.log"
-    python = str(ROOT / ".venv" / "bin" / "python")
     results: list[LevelResult] = []
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [python, "-m", "switchyard", "api", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_for_health(f"http://127.0.0.1:{port}", process)
-            token = issue_token(settings, subject="bench", roles=[Role.viewer], ttl=7200)
-            uri = f"ws://127.0.0.1:{port}{PATH}"
-            for clients in levels:
-                result = run_level(args, uri, token, sessions, process.pid, clients)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        servers: list[ApiServer] = []
+        for index, (name, tree, server_env) in enumerate(planned):
+            process, port = start_api(tree, server_env, home / f"api-{index}.log")
+            processes.append(process)
+            servers.append(ApiServer(name, process.pid, port))
+        token = issue_token(settings, subject="bench", roles=[Role.viewer], ttl=7200)
+        for number, clients in enumerate(levels):
+            # Alternate which server goes first, so neither always meets a warmer machine.
+            for api in servers if number % 2 == 0 else servers[::-1]:
+                result = run_level(args, api, token, sessions, clients)
                 results.append(result)
                 print(
-                    f"{clients} clients: p95 {result.percentile(95):.1f} ms, "
+                    f"{api.name}, {clients} clients: p95 {result.percentile(95):.1f} ms, "
                     f"{result.report.complete}/{clients} complete",
                     file=sys.stderr,
                 )
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            engine.dispose()
-            if not args.keep_db:
-                drop_database(args.admin_url, DATABASE)
+    finally:
+        for process in processes:
+            stop_api(process)
+        engine.dispose()
+        if not args.keep_db:
+            drop_database(args.admin_url, DATABASE)
+    order = {name: index for index, (name, _, _) in enumerate(planned)}
+    results.sort(key=lambda r: (r.clients, order[r.server]))
     print(markdown(results, args))
-    if results:
-        median = statistics.median(r.percentile(95) for r in results)
-        print(f"\nMedian p95 over the levels: {median:.1f} ms")
+    print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"\nCommand: `{command_line}`")
     return 0
 
