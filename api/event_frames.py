@@ -95,6 +95,10 @@ class FrameSink:
         """Return once the socket's buffer drained below its low-water mark (or it closed)."""
         await self._protocol.writable.wait()
 
+    def close(self, code: int, reason: str) -> None:
+        """Send the close frame behind whatever the socket still holds, without waiting."""
+        self._protocol.close_behind_buffer(code, reason)
+
 
 class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol, offering a `FrameSink` to the application."""
@@ -116,6 +120,22 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
                 max_size=self.config.ws_max_size,
                 logger=logging.getLogger("uvicorn.error"),
             )
+
+    def close_behind_buffer(self, code: int, reason: str) -> None:
+        """Start the closing handshake now, as uvicorn does for `websocket.close`, but without
+        first waiting for the socket to drain: a client too slow to read its events still gets
+        the close frame (and its reason) after them, once it reads that far."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        # The transport then closes once its buffer is written (or the client answers).
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
     def handle_connect(self, event: Request) -> None:
         """Accept as uvicorn does, then offer the application a sink matching the handshake."""

@@ -96,6 +96,10 @@ class OutboundEvent:
             self._frames[encoding] = built
         return built
 
+    def encodings(self) -> frozenset[int | None]:
+        """The encodings this event has been framed in so far (once each, for every client)."""
+        return frozenset(self._frames)
+
 
 class StoredEvent(Protocol):
     """An events row: an ORM Event or a plain row of the events table."""
@@ -253,10 +257,14 @@ class EventHub:
         for task in (gone, sender):
             task.cancel()
         await asyncio.gather(gone, sender, return_exceptions=True)
-        if close is not None:
-            # The reason may take 123 bytes; the resume point fits.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(websocket.close(*close), CLOSE_WAIT_SECONDS)
+        if close is None:
+            return
+        # The reason may take 123 bytes; the resume point fits.
+        if subscription.sink is not None:
+            subscription.sink.close(*close)  # queued behind the events the socket still holds
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(*close), CLOSE_WAIT_SECONDS)
 
     async def _send(
         self, websocket: WebSocket, subscription: Subscription, since: int | None
