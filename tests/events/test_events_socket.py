@@ -247,11 +247,14 @@ def test_a_slow_client_is_closed_with_4008_and_others_keep_up(
         wait_until(lambda: live.hub.clients == 2, what="two clients")
         written: list[int] = []
         filler = os.urandom(600).hex()  # 1.2 kB that does not compress away
+        # The fast client reads while the events are written (the last id is known once the
+        # writing ends; ids are consecutive, so it reads until start + total).
+        reader = threading.Thread(
+            target=lambda: fast_ids.extend(receive_until(fast, start + total))
+        )
+        reader.start()
         for _ in range(total // 500):
             written += commit_events(sessions, drafts(500, "bulk", filler=filler))
-
-        reader = threading.Thread(target=lambda: fast_ids.extend(receive_until(fast, written[-1])))
-        reader.start()
         reader.join(timeout=120)
         assert fast_ids == written  # the slow client held nobody up
 
