@@ -91,6 +91,7 @@ class LevelResult:
     api_cpu: float
     postgres_cpu: float
     writer_cpu: float
+    writing_seconds: float  # how long the writer took to commit the events
 
     def percentile(self, p: float) -> float:
         """Latency percentile in milliseconds (nearest rank)."""
@@ -264,6 +265,7 @@ def run_level(
     )
     writer.start()
     writer.join()
+    writing = time.monotonic() - started
     reports = [results.get(timeout=600) for _ in workers]
     elapsed = time.monotonic() - started
     for worker in workers:
@@ -290,6 +292,7 @@ def run_level(
         api_cpu=tree_cpu_seconds(api.pid) - api_before,
         postgres_cpu=postgres_cpu_seconds() - pg_before,
         writer_cpu=_own_cpu() - writer_before,
+        writing_seconds=writing,
     )
 
 
@@ -318,15 +321,17 @@ def markdown(results: list[LevelResult], args: argparse.Namespace) -> str:
         f"every client got every event in order, none closed as too slow, "
         f"p95 <= {args.served_p95_ms:g} ms.",
         "",
-        "| server | clients | delivered | in order | complete | too slow | failed | deflate "
+        "| server | clients | events/s written | delivered | in order | complete | too slow "
+        "| failed | deflate "
         "| p50 ms | p95 ms | max ms | API CPU % | API CPU µs/delivery | PG CPU % "
         "| clients CPU % | served |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         rep, seconds = r.report, r.seconds
         lines.append(
-            f"| {r.server} | {r.clients} | {rep.received:,} / {r.clients * r.events:,} "
+            f"| {r.server} | {r.clients} | {r.events / r.writing_seconds:.0f} "
+            f"| {rep.received:,} / {r.clients * r.events:,} "
             f"| {rep.in_order:,} | {rep.complete} | {rep.too_slow} | {rep.failed} "
             f"| {rep.compressed} "
             f"| {r.percentile(50):.1f} | {r.percentile(95):.1f} "
