@@ -22,6 +22,8 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
+from api.event_frames import websocket_server_options
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -142,10 +144,17 @@ class Chromium:
 
 
 class ServedApi:
-    """An app served by uvicorn on a free port, in a thread of this process."""
+    """An app served by uvicorn on a free port, in a thread of this process, configured as
+    `switchyard api` configures it (event frames shared across clients, compression off)."""
 
     def __init__(self, app: FastAPI) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            **websocket_server_options(compression=False),
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="served-api", daemon=True)
         self.base = ""
