@@ -134,7 +134,8 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
-        # The transport then closes once its buffer is written (or the client answers).
+        # As uvicorn does: the client's answering close, or this timer, closes the transport,
+        # which still writes out what it holds first.
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
     def handle_connect(self, event: Request) -> None:
