@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from routing.types import BudgetPeriod, BudgetState, EmergencyState, RoutingRequest, RoutingSnapshot
+from routing.types import (
+    BudgetBound,
+    BudgetPeriod,
+    BudgetState,
+    EmergencyState,
+    RoutingRequest,
+    RoutingSnapshot,
+)
 
 
 def _as_utc(now: datetime) -> datetime:
@@ -64,6 +71,36 @@ def tighter(client: float | None, server: float | None) -> float | None:
     if server is None:
         return client
     return client if client < server else server
+
+
+def caller_remaining(declared: float, tracked: float | None) -> float:
+    """The caller's budget left in its period: what it declares, but never more than what it
+    declared earlier in the same period less what was booked since (``tracked``), so a stale
+    figure sent again cannot be spent twice."""
+    if tracked is None:
+        return declared
+    return min(declared, max(0.0, tracked))
+
+
+def budget_bound(
+    request: RoutingRequest,
+    budget: BudgetState | None,
+    emergency: EmergencyState | None,
+    emergency_active: bool,
+) -> BudgetBound | None:
+    """Which budget bounds the request: the tighter of the caller's remainingBudget (for its
+    budgetPeriod) and the server's (the service's budget for its period, or an active
+    emergency's cap); the caller's on a tie. None when neither exists."""
+    client = request.remaining_budget
+    server = server_remaining(budget, emergency, emergency_active)
+    if client is None and server is None:
+        return None
+    if server is None or (client is not None and client <= server):
+        assert client is not None
+        return BudgetBound("caller", request.budget_period, client, client, server)
+    if emergency is not None and emergency_active:
+        return BudgetBound("emergency", None, server, client, server)
+    return BudgetBound("server", budget.period if budget else None, server, client, server)
 
 
 def effective_remaining(

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from routing.budget import server_remaining, tighter
+from routing.budget import budget_bound, server_remaining, tighter
 from routing.eligibility import UnknownService, constrain_request, filter_nodes, override_for
+from routing.forecast import forecast_use, screen, weighed
 from routing.outcome import business_outcome, confidence_score
 from routing.selection import pick_strategy
 from routing.strategies import Figures, choose_index, effective_health
 from routing.types import (
+    EmergencyRequired,
     Exclusion,
     ExclusionReason,
     NoEligibleNode,
@@ -21,7 +23,7 @@ from routing.types import (
     RoutingSnapshot,
 )
 
-__all__ = ["NoEligibleNode", "UnknownService", "decide"]
+__all__ = ["EmergencyRequired", "NoEligibleNode", "UnknownService", "decide"]
 
 
 def decide(
@@ -57,6 +59,10 @@ def decide(
     Hard constraints (the node's operations, the catalog's defaults for the operation, the
     request's own: routing/rules.py) are applied first and never lifted; when they leave no
     node, NoEligibleNode names the one that emptied the set.
+
+    A request that requires an emergency override is decided under the service's active
+    emergency, and raises EmergencyRequired when there is none. A request that requires
+    predictive analytics weighs the nodes' forecasts (routing/forecast.py).
     """
     service = request.service
     constrained = constrain_request(request, snapshot)
@@ -66,6 +72,8 @@ def decide(
     health = snapshot.health
     emergency = snapshot.emergencies.get(service)
     emergency_active = emergency is not None and emergency.active_at(now)
+    if request.require_emergency_override and not emergency_active:
+        raise EmergencyRequired(service)
     budget = snapshot.budgets.get(service)
     remaining = tighter(
         request.remaining_budget, server_remaining(budget, emergency, emergency_active)
@@ -111,6 +119,15 @@ def decide(
     )
     weighted = service in snapshot.weighted
     node = eligible[choose_index(strategy, eligible, figures, emergency_active, request, weighted)]
+    forecast = None
+    if request.require_predictive_analytics:
+        plain = node
+        kept, kept_figures, screened = screen(eligible, figures)
+        seen, seen_figures = weighed(kept, kept_figures)
+        index = choose_index(strategy, seen, seen_figures, emergency_active, request, weighted)
+        node = kept[index]
+        forecast = forecast_use(node, plain, eligible, figures, health)
+        exclusions = exclusions + screened
     optimization_seconds = clock() - started if clock is not None else 0.0
     live = effective_health(node, health)
     return RoutingDecision(
@@ -133,4 +150,6 @@ def decide(
         effective_budget_remaining=remaining,
         failure_probability=live.failure_probability,
         optimization_seconds=optimization_seconds,
+        forecast=forecast,
+        budget_bound=budget_bound(request, budget, emergency, emergency_active),
     )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from routing.types import BusinessOutcome, NodeHealth, ProviderNode, RoutingRequest
+from routing.types import (
+    BusinessOutcome,
+    CustomerImpact,
+    NodeHealth,
+    ProviderNode,
+    RoutingRequest,
+)
 
 # Money figures are rounded to 6 decimals so binary float noise never reaches a client
 # (0.1 - 0.029 is 0.07100000000000001 before rounding).
@@ -39,11 +45,28 @@ def performance_gain(current_latency: float | None, estimated_latency: float) ->
     return round(gain, PERCENT_DECIMALS)
 
 
-def risk_mitigation(success_rate: float, health_score: float) -> str:
-    """'high', 'medium' or 'low' from the chosen node's success rate and health."""
-    if success_rate >= 99.5 and health_score >= 90.0:
+# (success rate, health score) a node needs for "high" and for "medium" risk mitigation, by
+# the customers a failure would reach: the more of them, the higher the bar. An unstated
+# customerImpact counts as moderate.
+RISK_BARS: dict[CustomerImpact, tuple[tuple[float, float], tuple[float, float]]] = {
+    CustomerImpact.none: ((98.0, 75.0), (95.0, 60.0)),
+    CustomerImpact.low: ((98.0, 75.0), (95.0, 60.0)),
+    CustomerImpact.moderate: ((99.5, 90.0), (98.0, 75.0)),
+    CustomerImpact.high: ((99.9, 95.0), (99.5, 90.0)),
+    CustomerImpact.severe: ((99.9, 95.0), (99.5, 90.0)),
+    CustomerImpact.critical: ((99.9, 95.0), (99.5, 90.0)),
+}
+
+
+def risk_mitigation(
+    success_rate: float, health_score: float, customer_impact: CustomerImpact | None = None
+) -> str:
+    """'high', 'medium' or 'low' from the chosen node's success rate and health, against the
+    bar the request's customer impact sets (RISK_BARS)."""
+    high, medium = RISK_BARS[customer_impact or CustomerImpact.moderate]
+    if success_rate >= high[0] and health_score >= high[1]:
         return "high"
-    if success_rate >= 98.0 and health_score >= 75.0:
+    if success_rate >= medium[0] and health_score >= medium[1]:
         return "medium"
     return "low"
 
@@ -65,6 +88,8 @@ def business_outcome(
     return BusinessOutcome(
         estimated_cost_savings=cost_savings(reference_cost(request, nodes), node.cost_per_request),
         estimated_performance_gain=performance_gain(request.current_latency, health.latency_ms),
-        risk_mitigation=risk_mitigation(health.success_rate, health.health_score),
+        risk_mitigation=risk_mitigation(
+            health.success_rate, health.health_score, request.business.customer_impact
+        ),
         customer_impact_reduction=round(reliability, PERCENT_DECIMALS),
     )

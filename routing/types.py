@@ -50,6 +50,35 @@ class BudgetPeriod(StrEnum):
     monthly = "monthly"
 
 
+class CustomerImpact(StrEnum):
+    """How many of the caller's customers a failure of the request would reach, least first."""
+
+    none = "none"
+    low = "low"
+    moderate = "moderate"
+    high = "high"
+    severe = "severe"
+    critical = "critical"
+
+
+class OperationalPriority(StrEnum):
+    """How the caller's operations rank the request (businessContext.operationalPriority)."""
+
+    low = "low"
+    normal = "normal"
+    high = "high"
+    critical = "critical"
+
+
+class TimeSensitivity(StrEnum):
+    """How soon the request must succeed to be of use (businessContext.timeSensitivity)."""
+
+    low = "low"
+    normal = "normal"
+    high = "high"
+    urgent = "urgent"
+
+
 class BreakerState(StrEnum):
     """Circuit breaker state of one node."""
 
@@ -70,6 +99,7 @@ class ExclusionReason(StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"
     UNHEALTHY_FOR_RETRY = "unhealthy_for_retry"
     RATE_LIMIT_SHARE = "rate_limit_share"
+    PREDICTED_FAILURE = "predicted_failure"  # requirePredictiveAnalytics (routing/forecast.py)
     # Hard constraints (routing/rules.py): never lifted, not even by a hold that yields.
     OPERATION_NOT_SERVED = "operation_not_served"
     NODE_EXCLUDED = "node_excluded"
@@ -258,6 +288,19 @@ class RoutingSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class BusinessContext:
+    """What the request is worth to the caller's business (routing/business.py)."""
+
+    revenue_impact: float | None = None
+    customer_impact: CustomerImpact | None = None
+    operational_priority: OperationalPriority | None = None
+    time_sensitivity: TimeSensitivity | None = None
+
+
+NO_BUSINESS_CONTEXT = BusinessContext()
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingRequest:
     """One request to route, as the API received it (all optional figures may be None)."""
 
@@ -278,6 +321,9 @@ class RoutingRequest:
     require_predictive_analytics: bool = False
     require_emergency_override: bool = False
     constraints: Constraints = NO_CONSTRAINTS
+    business: BusinessContext = NO_BUSINESS_CONTEXT
+    # The businessContext fields that escalated the request to CRITICAL (routing/business.py).
+    escalated_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +366,49 @@ class RoutingDecision:
     failure_probability: float = 0.0
     # Time the strategy choice and scoring took (decide's ``clock``; 0 without one).
     optimization_seconds: float = 0.0
+    # What the forecast did for a requirePredictiveAnalytics request (routing/forecast.py).
+    forecast: ForecastUse | None = None
+    # Which budget bound the request's spend (routing/budget.py), None when none does.
+    budget_bound: BudgetBound | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastUse:
+    """The forecast a requirePredictiveAnalytics decision weighed, and what it did.
+
+    ``effect`` is "changed" (the forecast moved the choice), "confirmed" (it was there and
+    kept the choice) or "unavailable" (no node had enough observations for a forecast).
+    """
+
+    effect: str
+    threshold: float
+    probabilities: tuple[tuple[str, float], ...]  # (node id, predicted failure), eligible nodes
+    without_forecast: str  # the node the strategy picks on the plain figures
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetBound:
+    """The budget that limits a decision: whose it is, its period and what is left of it.
+
+    ``bound`` is "caller" (the request's remainingBudget, as tracked for its period),
+    "server" (the service's budget) or "emergency" (an active emergency's cap).
+    """
+
+    bound: str
+    period: BudgetPeriod | None
+    remaining: float
+    caller_remaining: float | None
+    server_remaining: float | None
+
+
+class EmergencyRequired(Exception):
+    """Raised for a request that requires an emergency override when none is active."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        super().__init__(
+            f"requireEmergencyOverride: no emergency override is active for service {service!r}"
+        )
 
 
 class NoEligibleNode(Exception):

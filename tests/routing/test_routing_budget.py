@@ -9,14 +9,17 @@ import pytest
 from routing_builders import NOW, node, snapshot_of
 
 from routing import (
+    BudgetBound,
     BudgetPeriod,
     BudgetState,
     EmergencyState,
     RoutingRequest,
+    decide,
     effective_remaining,
     period_end,
     period_start,
 )
+from routing.budget import caller_remaining
 
 # A Thursday.
 AT = datetime(2025, 8, 14, 17, 42, 9, 123, tzinfo=UTC)
@@ -102,3 +105,33 @@ def test_overspent_server_budget_is_zero() -> None:
     overspent = {"svc": BudgetState("svc", BudgetPeriod.daily, 100.0, 130.0)}
 
     assert remaining(None, budgets=overspent) == 0.0
+
+
+def bound(client: float | None, period: BudgetPeriod, **snapshot: Any) -> BudgetBound | None:
+    request = RoutingRequest(
+        service="svc", operation="op", remaining_budget=client, budget_period=period
+    )
+    return decide(request, snapshot_of(node("a", cost=0.01), **snapshot), NOW).budget_bound
+
+
+def test_the_decision_names_the_bound_and_its_period() -> None:
+    weekly_server = {"svc": BudgetState("svc", BudgetPeriod.weekly, 100.0, 60.0)}
+
+    assert bound(None, BudgetPeriod.daily) is None
+    assert bound(12.5, BudgetPeriod.hourly, budgets=weekly_server) == BudgetBound(
+        "caller", BudgetPeriod.hourly, 12.5, 12.5, 40.0
+    )
+    assert bound(75.0, BudgetPeriod.monthly, budgets=weekly_server) == BudgetBound(
+        "server", BudgetPeriod.weekly, 40.0, 75.0, 40.0
+    )
+    assert bound(35.0, BudgetPeriod.daily, budgets=BUDGET, emergencies=EMERGENCY) == BudgetBound(
+        "emergency", None, 30.0, 35.0, 30.0
+    )
+
+
+def test_a_stale_caller_figure_is_bounded_by_what_it_already_spent() -> None:
+    # Declared 10, then 0.5 was booked: the same 10 sent again leaves 9.5; a lower figure wins.
+    assert caller_remaining(10.0, None) == 10.0
+    assert caller_remaining(10.0, 9.5) == 9.5
+    assert caller_remaining(4.0, 9.5) == 4.0
+    assert caller_remaining(10.0, -1.0) == 0.0

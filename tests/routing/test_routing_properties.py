@@ -7,6 +7,7 @@ import zlib
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from routing_builders import NOW
@@ -16,6 +17,7 @@ from routing import (
     BudgetPeriod,
     BudgetState,
     BusinessCriticality,
+    EmergencyRequired,
     EmergencyState,
     ExclusionReason,
     NodeHealth,
@@ -135,7 +137,11 @@ def scenarios(draw: st.DrawFn) -> tuple[RoutingRequest, RoutingSnapshot]:
         target_throughput=draw(optional_float),
         preferred_strategy=draw(st.none() | strategies),
         failed_providers=draw(subset),
-        require_emergency_override=draw(st.booleans()),
+        # Requiring the emergency is only decided when one is active (else EmergencyRequired,
+        # test_emergency_required_without_an_active_emergency).
+        require_emergency_override=draw(st.booleans())
+        and emergency is not None
+        and emergency.active_at(NOW),
     )
     return request, snapshot
 
@@ -224,6 +230,29 @@ def test_decision_never_selects_an_ineligible_node(
         assert expected[result.node.node_id] is None
     else:
         assert all(reason is not None for reason in expected.values())
+
+
+@given(scenarios())
+def test_emergency_required_without_an_active_emergency(
+    scenario: tuple[RoutingRequest, RoutingSnapshot],
+) -> None:
+    request, snapshot = scenario
+    emergency = snapshot.emergencies.get(SERVICE)
+    required = dataclasses.replace(request, require_emergency_override=True)
+
+    if emergency is None or not emergency.active_at(NOW):
+        with pytest.raises(EmergencyRequired):
+            decide(required, snapshot, NOW)
+        return
+    # Under an active emergency every request is decided under it: requiring it changes nothing.
+    plain = decide_or_exclusions(
+        dataclasses.replace(required, require_emergency_override=False), snapshot
+    )
+    got = decide_or_exclusions(required, snapshot)
+    if isinstance(plain, RoutingDecision):
+        assert got == plain
+    else:
+        assert isinstance(got, NoEligibleNode)
 
 
 @given(scenarios())
