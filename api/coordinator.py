@@ -13,27 +13,36 @@ from typing import Any
 from starlette.types import Scope
 
 from api.audit import answer_record, mark_audited
+from api.caller_budgets import CallerKey
 from api.decision_writer import PendingDecision
 from api.errors import ApiError, field_error
 from api.incident_guard import IncidentProtector
 from api.runtime import ApiRuntime
 from api.schemas.coordination import (
     BackendAgentIntegration,
+    BudgetBoundOut,
     BusinessOutcomeOut,
     CoordinationMetadata,
     CoordinationRequest,
     CoordinationResult,
     ExcludedNode,
     IncidentCoordination,
+    NodeForecast,
     PerformanceMetrics,
+    PredictiveAnalytics,
     RoutingDecisionOut,
     SelectedNode,
 )
+from routing.business import DEFAULT_ESCALATION_REVENUE, escalate
 from routing.decide import decide
 from routing.monitoring import monitoring_active
+from routing.outcome import MONEY_DECIMALS
 from routing.retry import decide_retry
 from routing.types import (
+    NO_BUSINESS_CONTEXT,
     BudgetState,
+    BusinessContext,
+    EmergencyRequired,
     IncidentGuard,
     NoEligibleNode,
     RoutingDecision,
@@ -66,10 +75,14 @@ _ids = random.Random(secrets.randbits(128))
 os.register_at_fork(after_in_child=lambda: _ids.seed(secrets.randbits(128)))
 
 
-def routing_request(body: CoordinationRequest) -> RoutingRequest:
-    """The routing engine's view of an execute-coordination body."""
+def routing_request(
+    body: CoordinationRequest, escalation_revenue: float = DEFAULT_ESCALATION_REVENUE
+) -> RoutingRequest:
+    """The routing engine's view of an execute-coordination body, escalated to CRITICAL when
+    its business context calls for it (routing/business.py)."""
     context = body.routing_context
-    return RoutingRequest(
+    business = body.business_context
+    request = RoutingRequest(
         service=body.service_name,
         operation=body.operation,
         # Without the caller's id a random one: each decision gets its own staged-restore and
@@ -89,6 +102,28 @@ def routing_request(body: CoordinationRequest) -> RoutingRequest:
         require_predictive_analytics=body.coordination_requirements.require_predictive_analytics,
         require_emergency_override=body.coordination_requirements.require_emergency_override,
         constraints=context.constraints.to_constraints(),
+        business=BusinessContext(
+            revenue_impact=business.revenue_impact,
+            customer_impact=business.customer_impact,
+            operational_priority=business.operational_priority,
+            time_sensitivity=business.time_sensitivity,
+        ),
+    )
+    return escalate(request, escalation_revenue)
+
+
+def emergency_required_error(exc: EmergencyRequired, ended: bool = False) -> ApiError:
+    """409: the request requires an emergency override and the service has none active."""
+    message = (
+        f"requireEmergencyOverride: the emergency override of {exc.service!r} ended"
+        if ended
+        else f"requireEmergencyOverride: no emergency override is active for {exc.service!r}"
+    )
+    return ApiError(
+        409,
+        "emergency_not_active",
+        message,
+        {"serviceName": exc.service, "field": "coordinationRequirements.requireEmergencyOverride"},
     )
 
 
@@ -174,13 +209,17 @@ def _without_emergency(snapshot: RoutingSnapshot, service: str) -> RoutingSnapsh
 
 
 async def execute_coordination(
-    runtime: ApiRuntime, body: CoordinationRequest, audit_scope: Scope | None = None
+    runtime: ApiRuntime,
+    body: CoordinationRequest,
+    audit_scope: Scope | None = None,
+    caller: str = "",
 ) -> dict[str, Any]:
     """Decide in-process, record through the group-commit writer, answer the `data` object.
 
     The decision row, its budget charge, the stream and monitoring touches, its events and
     (given the request's scope) its audit entry are committed together (store/decisions.py)
-    before this returns.
+    before this returns. `caller` (the principal's subject) keys the caller's own budget
+    (api/caller_budgets.py).
     """
     started = time.perf_counter()
     now = utcnow()
@@ -192,8 +231,13 @@ async def execute_coordination(
         field = "routingContext.constraints.excludedNodes"
         require_nodes(snapshot, body.service_name, context.constraints.excluded_nodes, field)
         require_tags(snapshot, context.constraints.required_tags)
-    request = routing_request(body)
+    request = routing_request(body, runtime.settings.escalation_revenue_impact)
     service = body.service_name
+    caller_key: CallerKey | None = None
+    declared = request.remaining_budget
+    if declared is not None:
+        caller_key = runtime.callers.key(caller, service, request.budget_period, now)
+        request = replace(request, remaining_budget=runtime.callers.remaining(caller_key, declared))
     # In an open incident's blast radius: retries budgeted, the budget's rest kept for the
     # most important traffic (503 retry_budget_exhausted / shed_for_incident beyond them).
     guard = snapshot.incidents.get(service)
@@ -228,7 +272,11 @@ async def execute_coordination(
             decision = choose(request, snapshot, now, clock=time.perf_counter)
         except NoEligibleNode as exc:
             raise no_eligible_error(exc) from exc
+        except EmergencyRequired as exc:
+            raise emergency_required_error(exc, ended=attempt > 0) from exc
         routing_ms = _ms(routing_started, time.perf_counter())
+        if caller_key is not None and request.remaining_budget is not None:
+            runtime.callers.book(caller_key, request.remaining_budget, decision.estimated_cost)
         emergency = snapshot.emergencies.get(service)
         emergency_wf = emergency.workflow_id if decision.emergency_applied and emergency else None
         budget = snapshot.budgets.get(service)
@@ -245,6 +293,8 @@ async def execute_coordination(
             audit_scope=audit_scope,
             incident=incident,
             stream_incident=stream_incident,
+            escalated_by=request.escalated_by,
+            business=request.business,
         )
         charge = DecisionCharge(
             coordination_id=coordination_id,
@@ -257,6 +307,8 @@ async def execute_coordination(
         )
         recorded = await runtime.decisions.record(PendingDecision(charge, answer))
         refusal = recorded.refusal
+        if refusal is not None and caller_key is not None:
+            runtime.callers.refund(caller_key, decision.estimated_cost)
         if refusal is None:
             if audit_scope is not None:
                 mark_audited(audit_scope)
@@ -286,6 +338,8 @@ class _Answer:
     audit_scope: Scope | None = None  # the request, when its entry goes in the decision's batch
     incident: IncidentCoordination | None = None  # the open incident protecting the service
     stream_incident: str | None = None  # the open incident holding the request's stream
+    escalated_by: tuple[str, ...] = ()  # the businessContext fields that made it CRITICAL
+    business: BusinessContext = NO_BUSINESS_CONTEXT  # the request's, recorded with its row
     data: dict[str, Any] = field(default_factory=dict)  # the answer, set by complete()
 
     def record(self, integration_ms: float) -> DecisionRecord:
@@ -302,9 +356,9 @@ class _Answer:
                 # Strategy choice and scoring, as decide timed them.
                 optimization_time=round(self.decision.optimization_seconds * 1000, 3),
             ),
-            predictive=self.body.coordination_requirements.require_predictive_analytics,
             incident=self.incident,
             stream_incident=self.stream_incident,
+            request_escalation=self.escalated_by,
         )
         data = result.model_dump(mode="json", by_alias=True)
         if data["incident"] is None:  # the block is there only when an incident protects
@@ -328,6 +382,7 @@ class _Answer:
             error_stream_id=self.body.backend_agent_context.error_stream_id if self.sync else None,
             emergency_workflow_id=self.emergency_workflow_id,
             coordination_ms=metrics["totalCoordinationTime"],
+            **CoordinationRecord.business_columns(self.business),
         )
         audit = None
         if self.audit_scope is not None:
@@ -361,9 +416,9 @@ def _result(
     sync: bool,
     monitoring: bool,
     metrics: PerformanceMetrics,
-    predictive: bool = False,
     incident: IncidentCoordination | None = None,
     stream_incident: str | None = None,
+    request_escalation: tuple[str, ...] = (),
 ) -> CoordinationResult:
     applied = ["intelligent_routing"]
     if sync:
@@ -374,7 +429,9 @@ def _result(
         applied.append("emergency_override")
     if decision.recovery_override_applied:
         applied.append("recovery_override")
-    if predictive:  # the decision weighed the nodes' predicted failure probabilities
+    forecast = decision.forecast
+    if forecast is not None and forecast.effect != "unavailable":
+        # The forecast changed the choice or confirmed it (routing/forecast.py).
         applied.append("predictive_analytics")
     strategy = (
         "emergency_coordination"
@@ -406,6 +463,9 @@ def _result(
                 for e in decision.exclusions
             ],
             predicted_failure_probability=decision.failure_probability,
+            escalated_by=list(request_escalation),
+            predictive_analytics=_predictive(decision),
+            budget_bound=_budget_bound(decision),
         ),
         backend_agent_integration=BackendAgentIntegration(
             error_stream_registered=sync,
@@ -431,6 +491,40 @@ def _result(
         ),
         incident=incident,
     )
+
+
+def _predictive(decision: RoutingDecision) -> PredictiveAnalytics | None:
+    """The forecast block of a requirePredictiveAnalytics decision; None for others."""
+    forecast = decision.forecast
+    if forecast is None:
+        return None
+    return PredictiveAnalytics(
+        effect=forecast.effect,
+        exclusion_threshold=forecast.threshold,
+        node_without_forecast=forecast.without_forecast,
+        forecasts=[
+            NodeForecast(node_id=node_id, failure_probability=p)
+            for node_id, p in forecast.probabilities
+        ],
+    )
+
+
+def _budget_bound(decision: RoutingDecision) -> BudgetBoundOut | None:
+    """Which budget bound the decision, when one did."""
+    bound = decision.budget_bound
+    if bound is None:
+        return None
+    return BudgetBoundOut(
+        bound=bound.bound,
+        period=bound.period.value if bound.period is not None else None,
+        remaining=round(bound.remaining, MONEY_DECIMALS),
+        caller_remaining=_money(bound.caller_remaining),
+        server_remaining=_money(bound.server_remaining),
+    )
+
+
+def _money(value: float | None) -> float | None:
+    return None if value is None else round(value, MONEY_DECIMALS)
 
 
 def _incident_block(

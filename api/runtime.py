@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
+from api.caller_budgets import CallerBudgets
 from api.decision_writer import DecisionWriter
 from api.incident_guard import IncidentProtector
 from api.receipt_sealer import ReceiptSealer
@@ -33,6 +34,7 @@ class ApiRuntime:
     decisions: DecisionWriter
     receipts: ReceiptSealer
     incidents: IncidentProtector
+    callers: CallerBudgets = field(default_factory=CallerBudgets)
     _temporal: Client | None = None
     _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

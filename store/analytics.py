@@ -54,6 +54,8 @@ class CoordinationTotals:
     backend_integrated: int = 0
     coordination_ms: float = 0.0
     cost_savings: float = 0.0
+    # businessContext.revenueImpact of the successful coordinations: revenue protected.
+    revenue_protected: float = 0.0
 
     def __add__(self, other: CoordinationTotals) -> CoordinationTotals:
         return CoordinationTotals(
@@ -62,6 +64,7 @@ class CoordinationTotals:
             self.backend_integrated + other.backend_integrated,
             self.coordination_ms + other.coordination_ms,
             self.cost_savings + other.cost_savings,
+            self.revenue_protected + other.revenue_protected,
         )
 
     def _share(self, part: float) -> float:
@@ -128,6 +131,9 @@ def coordination_totals(
     """Per-service sums over coordinations created at or after `since` (None: all time)."""
     integrated = case((Coordination.backend_integrated.is_(true()), 1), else_=0)
     succeeded = case((failed_outcome_reported(), 0), else_=1)
+    protected = case(
+        (failed_outcome_reported(), 0.0), else_=func.coalesce(Coordination.revenue_impact, 0.0)
+    )
     query = (
         select(
             Coordination.service,
@@ -136,6 +142,7 @@ def coordination_totals(
             func.coalesce(func.sum(integrated), 0),
             func.coalesce(func.sum(Coordination.coordination_ms), 0.0),
             func.coalesce(func.sum(Coordination.cost_savings), 0.0),
+            func.coalesce(func.sum(protected), 0.0),
         )
         .where(_since(Coordination.created_at, since))
         .group_by(Coordination.service)
@@ -144,7 +151,7 @@ def coordination_totals(
         query = query.where(Coordination.service == service)
     return {
         row[0]: CoordinationTotals(
-            int(row[1]), int(row[2]), int(row[3]), float(row[4]), float(row[5])
+            int(row[1]), int(row[2]), int(row[3]), float(row[4]), float(row[5]), float(row[6])
         )
         for row in session.execute(query)
     }

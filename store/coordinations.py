@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from routing.types import RoutingDecision
+from routing.types import BusinessContext, RoutingDecision
 from store.models import Coordination, MonitoringSession
 from store.upsert import dialect_insert
 
@@ -47,6 +47,10 @@ class CoordinationRecord:
     error_stream_id: str | None = None
     emergency_workflow_id: str | None = None
     coordination_ms: float = 0.0
+    revenue_impact: float | None = None
+    customer_impact: str | None = None
+    operational_priority: str | None = None
+    time_sensitivity: str | None = None
 
     @classmethod
     def of_decision(
@@ -81,6 +85,16 @@ class CoordinationRecord:
             **columns,
         )
 
+    @staticmethod
+    def business_columns(context: BusinessContext) -> dict[str, Any]:
+        """The columns recording a request's businessContext."""
+        return {
+            "revenue_impact": context.revenue_impact,
+            "customer_impact": _value(context.customer_impact),
+            "operational_priority": _value(context.operational_priority),
+            "time_sensitivity": _value(context.time_sensitivity),
+        }
+
     def values(self) -> dict[str, Any]:
         """Column values, for multi-row inserts."""
         values = {name: getattr(self, name) for name in _COLUMNS}
@@ -93,6 +107,10 @@ class CoordinationRecord:
 
 
 _COLUMNS = tuple(f.name for f in fields(CoordinationRecord))
+
+
+def _value(choice: StrEnum | None) -> str | None:
+    return None if choice is None else choice.value
 
 
 def record_coordination(*, session: Session, record: CoordinationRecord) -> None:

@@ -172,6 +172,11 @@ class Coordination(Base):
     error_stream_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     emergency_workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     coordination_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # The request's businessContext (execute-coordination), None when it was not sent.
+    revenue_impact: Mapped[float | None] = mapped_column(Float, nullable=True)
+    customer_impact: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    operational_priority: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    time_sensitivity: Mapped[str | None] = mapped_column(String(16), nullable=True)
     response: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
         description="Last share of a protected service's budget kept for CRITICAL/HIGH requests.",
     )
 
+    # Business context of execute-coordination (docs/ROUTING.md, Business context).
+    escalation_revenue_impact: float = Field(
+        default=10_000.0,
+        ge=0,
+        description="businessContext.revenueImpact from which a request is routed as CRITICAL.",
+    )
+
     # Monitoring: health window, circuit breakers, failure prediction (docs/MONITORING.md).
     health_window_size: int = Field(default=100, ge=1, le=10_000)
     health_window_seconds: float = Field(default=300.0, gt=0)

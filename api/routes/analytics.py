@@ -93,6 +93,7 @@ def _breakdown(totals: CoordinationTotals) -> ServiceBreakdown:
         success_rate=round(totals.success_rate, PERCENT_DECIMALS),
         avg_cost_savings=round(totals.average_cost_savings, MONEY_DECIMALS),
         backend_integration_rate=round(totals.backend_integration_rate, PERCENT_DECIMALS),
+        revenue_protected=round(totals.revenue_protected, MONEY_DECIMALS),
     )
 
 
@@ -127,6 +128,7 @@ def get_coordination_analytics(
             average_coordination_time=round(totals.average_coordination_ms, MS_DECIMALS),
             total_cost_savings=round(totals.cost_savings, MONEY_DECIMALS),
             backend_integration_rate=round(totals.backend_integration_rate, PERCENT_DECIMALS),
+            total_revenue_protected=round(totals.revenue_protected, MONEY_DECIMALS),
             service_breakdown={
                 name: _breakdown(per_service.get(name, CoordinationTotals())) for name in names
             },
@@ -183,6 +185,7 @@ def get_performance_metrics(
                 coordinations_handled=totals.coordinations,
                 emergency_mode_activations=state.emergencies_started,
                 average_resolution_time=round(state.average_resolution_minutes, MINUTE_DECIMALS),
+                revenue_protected=round(totals.revenue_protected, MONEY_DECIMALS),
             ),
             system_health=SystemHealth(
                 active_coordinations=state.active_coordinations,

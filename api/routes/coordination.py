@@ -23,6 +23,7 @@ router = APIRouter(tags=["coordination"], route_class=DirectRoute)
     responses={
         401: {"model": ErrorEnvelope},
         403: {"model": ErrorEnvelope},
+        409: {"model": ErrorEnvelope},
         422: {"model": ErrorEnvelope},
         503: {"model": ErrorEnvelope},
     },
@@ -31,12 +32,12 @@ async def post_execute_coordination(
     body: CoordinationRequest, principal: Decider, request: Request
 ) -> Response:
     """Pick a provider node for one request, record the decision and its spend, explain it."""
-    return await _answer(request, body)
+    return await _answer(request, body, principal.subject)
 
 
-async def _answer(request: Request, body: CoordinationRequest) -> Response:
+async def _answer(request: Request, body: CoordinationRequest, caller: str) -> Response:
     runtime: ApiRuntime = request.app.state.runtime  # not a dependency: the hot path's cost
-    data = await execute_coordination(runtime, body, audit_scope=request.scope)
+    data = await execute_coordination(runtime, body, audit_scope=request.scope, caller=caller)
     # Already in wire form (built from CoordinationResult): encoded once, not re-validated.
     envelope = {"success": True, "message": ANSWER_MESSAGE, "data": data}
     metrics.observe_decision(body.service_name, data)

@@ -92,6 +92,8 @@ class ServiceBreakdown(ResponseModel):
     success_rate: float
     avg_cost_savings: float
     backend_integration_rate: float
+    # Sum of businessContext.revenueImpact over the successful coordinations (docs/ANALYTICS.md).
+    revenue_protected: float = 0.0
 
 
 class CoordinationAnalytics(ResponseModel):
@@ -103,6 +105,7 @@ class CoordinationAnalytics(ResponseModel):
     average_coordination_time: float
     total_cost_savings: float
     backend_integration_rate: float
+    total_revenue_protected: float
     service_breakdown: dict[str, ServiceBreakdown]
     emergency_activations: int
     last_update: Timestamp
@@ -126,6 +129,7 @@ class BusinessImpact(ResponseModel):
     coordinations_handled: int
     emergency_mode_activations: int
     average_resolution_time: float
+    revenue_protected: float = 0.0
 
 
 class SystemHealth(ResponseModel):

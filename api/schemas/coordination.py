@@ -8,7 +8,16 @@ from typing import Annotated
 from pydantic import Field
 
 from api.schemas.common import ResponseModel, WireModel
-from routing.types import BudgetPeriod, BusinessCriticality, Constraints, Priority, Strategy
+from routing.types import (
+    BudgetPeriod,
+    BusinessCriticality,
+    Constraints,
+    CustomerImpact,
+    OperationalPriority,
+    Priority,
+    Strategy,
+    TimeSensitivity,
+)
 from store.catalog import REGION_PATTERN, TAG_PATTERN
 
 Name = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")
@@ -23,7 +32,11 @@ class RequestMetadata(WireModel):
 
 
 class BudgetConstraints(WireModel):
-    """The caller's own budget limits; the tighter of these and the server's budget wins."""
+    """The caller's own budget limits; the tighter of these and the server's budget wins.
+
+    `remainingBudget` is what the caller has left in its `budgetPeriod`; the server tracks it
+    per caller, service and period, so a figure sent again after spending is not spent twice
+    (docs/ROUTING.md, Budgets)."""
 
     remaining_budget: float | None = Field(default=None, ge=0, le=1e12)
     cost_per_request_limit: float | None = Field(default=None, gt=0, le=1e6)
@@ -85,12 +98,15 @@ class BackendAgentContext(WireModel):
 
 
 class BusinessContext(WireModel):
-    """Business figures the caller attaches (recorded, reported)."""
+    """What the request is worth to the caller's business: stored with the coordination,
+    reported in analytics (revenue protected), escalating the request to CRITICAL when high,
+    urgent or a high operational priority, and setting riskMitigation's bar (docs/ROUTING.md,
+    Business context)."""
 
     revenue_impact: float | None = Field(default=None, ge=0, le=1e12)
-    customer_impact: str | None = Field(default=None, max_length=50)
-    operational_priority: str | None = Field(default=None, max_length=50)
-    time_sensitivity: str | None = Field(default=None, max_length=50)
+    customer_impact: CustomerImpact | None = None
+    operational_priority: OperationalPriority | None = None
+    time_sensitivity: TimeSensitivity | None = None
 
 
 class CoordinationRequirements(WireModel):
@@ -132,6 +148,32 @@ class ExcludedNode(ResponseModel):
     detail: str
 
 
+class NodeForecast(ResponseModel):
+    """One eligible node's predicted probability of an SLO breach."""
+
+    node_id: str
+    failure_probability: float
+
+
+class PredictiveAnalytics(ResponseModel):
+    """The forecast a requirePredictiveAnalytics decision weighed, and what it did with it."""
+
+    effect: str  # changed | confirmed | unavailable
+    exclusion_threshold: float
+    node_without_forecast: str
+    forecasts: list[NodeForecast]
+
+
+class BudgetBoundOut(ResponseModel):
+    """Which budget bound the decision: caller, server or emergency, and what is left."""
+
+    bound: str
+    period: str | None
+    remaining: float
+    caller_remaining: float | None
+    server_remaining: float | None
+
+
 class RoutingDecisionOut(ResponseModel):
     """The routing decision block."""
 
@@ -144,6 +186,10 @@ class RoutingDecisionOut(ResponseModel):
     strategy_reason: str | None = None
     excluded_nodes: list[ExcludedNode] = []
     predicted_failure_probability: float | None = None
+    # The businessContext fields that escalated the request to CRITICAL.
+    escalated_by: list[str] = []
+    predictive_analytics: PredictiveAnalytics | None = None
+    budget_bound: BudgetBoundOut | None = None
 
 
 class BackendAgentIntegration(ResponseModel):

@@ -46,6 +46,7 @@ def coordination(
     ms: float,
     savings: float,
     kind: str = "standard",
+    revenue: float | None = None,
 ) -> Coordination:
     """A recorded coordination with the figures analytics reads."""
     return Coordination(
@@ -62,6 +63,7 @@ def coordination(
         confidence_score=90.0,
         backend_integrated=integrated,
         coordination_ms=ms,
+        revenue_impact=revenue,
         response={},
         created_at=at,
     )
@@ -129,15 +131,36 @@ def recorded(api_client: TestClient, sessions: sessionmaker[Session]) -> datetim
     with transaction(sessions) as session:
         session.add_all(
             [
-                # stripe: c1 all outcomes succeeded, c2 one failed, c3 none reported, c4 failed
+                # stripe: c1 all outcomes succeeded, c2 one failed, c3 none reported, c4 failed;
+                # revenue is protected by the successful ones that declared it (c1)
                 coordination(
-                    "c1", "stripe", ago(minutes=10), integrated=True, ms=40, savings=0.071
+                    "c1",
+                    "stripe",
+                    ago(minutes=10),
+                    integrated=True,
+                    ms=40,
+                    savings=0.071,
+                    revenue=5000,
                 ),
                 coordination(
-                    "c2", "stripe", ago(minutes=20), integrated=False, ms=60, savings=0.068
+                    "c2",
+                    "stripe",
+                    ago(minutes=20),
+                    integrated=False,
+                    ms=60,
+                    savings=0.068,
+                    revenue=3000,
                 ),
                 coordination("c3", "stripe", ago(hours=2), integrated=True, ms=50, savings=0.05),
-                coordination("c4", "stripe", ago(days=3), integrated=True, ms=100, savings=0.1),
+                coordination(
+                    "c4",
+                    "stripe",
+                    ago(days=3),
+                    integrated=True,
+                    ms=100,
+                    savings=0.1,
+                    revenue=2000,
+                ),
                 coordination(
                     "s1",
                     "samsara",
@@ -146,6 +169,7 @@ def recorded(api_client: TestClient, sessions: sessionmaker[Session]) -> datetim
                     ms=30,
                     savings=0.005,
                     kind="backend_error",
+                    revenue=800,
                 ),
             ]
         )
@@ -212,6 +236,7 @@ def test_coordination_analytics_figures_over_24h(
     assert result["totalCostSavings"] == 0.194
     assert result["backendIntegrationRate"] == 75.0
     assert result["emergencyActivations"] == 2
+    assert result["totalRevenueProtected"] == 5800
     breakdown = result["serviceBreakdown"]
     assert list(breakdown) == ["stripe", "samsara", "twilio", "maps", "sendgrid", "avalara"]
     assert breakdown["stripe"] == {
@@ -219,18 +244,21 @@ def test_coordination_analytics_figures_over_24h(
         "successRate": 66.67,
         "avgCostSavings": 0.063,
         "backendIntegrationRate": 66.67,
+        "revenueProtected": 5000,
     }
     assert breakdown["samsara"] == {
         "coordinations": 1,
         "successRate": 100.0,
         "avgCostSavings": 0.005,
         "backendIntegrationRate": 100.0,
+        "revenueProtected": 800,
     }
     assert breakdown["twilio"] == {
         "coordinations": 0,
         "successRate": 0.0,
         "avgCostSavings": 0.0,
         "backendIntegrationRate": 0.0,
+        "revenueProtected": 0.0,
     }
 
 
@@ -281,6 +309,7 @@ def test_performance_metrics_for_stripe(
         "emergencyModeActivations": 1,
         # st1 (30 min), st2 (10 min) and st4 (2 min) resolved within 24 h
         "averageResolutionTime": 14.0,
+        "revenueProtected": 5000,
     }
     health = result["systemHealth"]
     assert ISO_MILLIS.match(health["lastUpdate"])
@@ -311,6 +340,7 @@ def test_performance_metrics_timeframes(
         "coordinationsHandled": 2,
         "emergencyModeActivations": 1,
         "averageResolutionTime": 16.0,
+        "revenueProtected": 5000,
     }
     week = data(api_client.get(f"{METRICS}/stripe", params={"timeframe": "7d"}, headers=auth()))
     assert week["performanceMetrics"] == {
@@ -320,6 +350,7 @@ def test_performance_metrics_timeframes(
         "costOptimization": 0.07225,
     }
     assert week["businessImpact"]["emergencyModeActivations"] == 2
+    assert week["businessImpact"]["revenueProtected"] == 5000  # c4 failed
     # live figures do not depend on the timeframe
     assert week["systemHealth"]["activeCoordinations"] == 2
     assert week["systemHealth"]["backendConnections"] == 3
@@ -341,6 +372,7 @@ def test_performance_metrics_default_timeframe_and_idle_service(
         "coordinationsHandled": 0,
         "emergencyModeActivations": 1,
         "averageResolutionTime": 0.0,
+        "revenueProtected": 0.0,
     }
     # its emergency has ended: the emergency-only node is out of rotation and not listed
     assert result["systemHealth"]["activeCoordinations"] == 0
@@ -365,6 +397,8 @@ def test_figures_follow_execute_coordination(
     assert result["performanceMetrics"]["averageCoordinationTime"] > 0
     assert result["businessImpact"]["totalCostSavings"] == 0.142
     assert result["businessImpact"]["coordinationsHandled"] == 2
+    # the seed's businessContext.revenueImpact (5000) was stored with each decision
+    assert result["businessImpact"]["revenueProtected"] == 10000
     # the seed's fresh-catalog health, as in the contract's example
     assert result["systemHealth"]["providerHealth"] == {
         "stripe_primary_us_east": 95,
@@ -382,6 +416,7 @@ def test_figures_follow_execute_coordination(
     assert result["totalCoordinations"] == 2
     assert result["successfulCoordinations"] == 1
     assert result["serviceBreakdown"]["stripe"]["successRate"] == 50.0
+    assert result["serviceBreakdown"]["stripe"]["revenueProtected"] == 5000
 
 
 @contextmanager

@@ -186,6 +186,11 @@ def test_same_request_gives_the_same_decision(api_client: TestClient, auth: Auth
 
     first, second = decide(), decide()
     assert first["coordinationId"] != second["coordinationId"]
+    # Only the caller's budget moved: the first decision's spend is tracked for the period.
+    first_bound = first["routingDecision"].pop("budgetBound")
+    second_bound = second["routingDecision"].pop("budgetBound")
+    assert first_bound["callerRemaining"] == 1000
+    assert second_bound["callerRemaining"] == round(1000 - 0.029, 6)
     assert first["routingDecision"] == second["routingDecision"]
     assert first["businessOutcome"] == second["businessOutcome"]
     assert first["metadata"] == second["metadata"]

@@ -79,6 +79,8 @@ def request(
     metadata = body["routingContext"]["requestMetadata"]
     metadata["priority"] = priority
     metadata["businessCriticality"] = criticality
+    # Without the seed's urgency and operational priority, which would escalate it to CRITICAL.
+    body["businessContext"] = {"revenueImpact": 5000, "customerImpact": "moderate"}
     if failed is not None:
         body["routingContext"]["failedProviders"] = failed
     return body
