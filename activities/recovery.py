@@ -226,6 +226,7 @@ class RecoveryActivities(RecoverySteps):
                     now,
                     template=template if follows else None,
                     history_minutes=history,
+                    operation=report.operation,
                 )
             except NoEligibleNode as exc:
                 reasons = [
@@ -338,6 +339,7 @@ class RecoveryActivities(RecoverySteps):
             strategy=plan.strategy,
             restore_fraction=data.restore_fraction,
             now=now,
+            standby=plan.standby.node_id if plan.standby is not None else None,
         )
         if data.coordination_id:
             record = recovery_coordination(data, data.coordination_id, now)

@@ -26,6 +26,7 @@ from api.schemas.coordination import (
     CoordinationRequest,
     CoordinationResult,
     ExcludedNode,
+    HedgeOut,
     IncidentCoordination,
     NodeForecast,
     PerformanceMetrics,
@@ -466,6 +467,7 @@ def _result(
             escalated_by=list(request_escalation),
             predictive_analytics=_predictive(decision),
             budget_bound=_budget_bound(decision),
+            hedge=_hedge(decision),
         ),
         backend_agent_integration=BackendAgentIntegration(
             error_stream_registered=sync,
@@ -506,6 +508,21 @@ def _predictive(decision: RoutingDecision) -> PredictiveAnalytics | None:
             NodeForecast(node_id=node_id, failure_probability=p)
             for node_id, p in forecast.probabilities
         ],
+    )
+
+
+def _hedge(decision: RoutingDecision) -> HedgeOut | None:
+    """The hedge a redundancy plan attaches to the decision, when it does."""
+    hedge = decision.hedge
+    if hedge is None:
+        return None
+    return HedgeOut(
+        node_id=hedge.node.node_id,
+        provider_name=hedge.node.provider_name,
+        region=hedge.node.region,
+        delay_ms=hedge.delay_ms,
+        share=hedge.share,
+        cost_per_request=hedge.node.cost_per_request,
     )
 
 

@@ -11,7 +11,6 @@ from routing.eligibility import (
 )
 from routing.outcome import business_outcome, confidence_score, reference_cost, risk_mitigation
 from routing.recovery import (
-    HEDGE_FRACTION,
     RecoveryAction,
     RecoveryChoice,
     RecoveryPlan,
@@ -20,6 +19,7 @@ from routing.recovery import (
     plan_recovery,
     strands_service,
 )
+from routing.redundancy import HEDGE_FRACTION
 from routing.retry import decide_retry
 from routing.selection import StrategyReason, choose_strategy
 from routing.strategies import effective_health, rank, select

@@ -9,6 +9,7 @@ from routing.budget import budget_bound, server_remaining, tighter
 from routing.eligibility import UnknownService, constrain_request, filter_nodes, override_for
 from routing.forecast import forecast_use, screen, weighed
 from routing.outcome import business_outcome, confidence_score
+from routing.redundancy import affordable, hedged_cost, plan_hedge
 from routing.selection import pick_strategy
 from routing.strategies import Figures, choose_index, effective_health
 from routing.types import (
@@ -62,7 +63,9 @@ def decide(
 
     A request that requires an emergency override is decided under the service's active
     emergency, and raises EmergencyRequired when there is none. A request that requires
-    predictive analytics weighs the nodes' forecasts (routing/forecast.py).
+    predictive analytics weighs the nodes' forecasts (routing/forecast.py). Under a
+    recovery's redundancy plan, an idempotent operation's decision carries a hedge to the
+    plan's standby, and its estimated cost counts it (routing/redundancy.py).
     """
     service = request.service
     constrained = constrain_request(request, snapshot)
@@ -130,6 +133,11 @@ def decide(
         exclusions = exclusions + screened
     optimization_seconds = clock() - started if clock is not None else 0.0
     live = effective_health(node, health)
+    hedge = None
+    if override is not None and override.standby is not None:
+        ids = tuple(n.node_id for n in eligible)
+        hedge = plan_hedge(request, snapshot, override, node, live, ids)
+        hedge = affordable(hedge, node.cost_per_request, request, remaining)
     return RoutingDecision(
         node=node,
         health=live,
@@ -139,7 +147,7 @@ def decide(
             f"Selected {node.provider_name} using {strategy} strategy, "
             f"health score: {live.health_score:g}"
         ),
-        estimated_cost=node.cost_per_request,
+        estimated_cost=hedged_cost(node.cost_per_request, hedge),
         estimated_latency=live.latency_ms,
         estimated_success_rate=live.success_rate,
         outcome=business_outcome(request, node, live, nodes),
@@ -152,4 +160,5 @@ def decide(
         optimization_seconds=optimization_seconds,
         forecast=forecast,
         budget_bound=budget_bound(request, budget, emergency, emergency_active),
+        hedge=hedge,
     )

@@ -9,6 +9,7 @@ from enum import StrEnum
 from statistics import median
 
 from routing.eligibility import eligible_nodes
+from routing.redundancy import HEDGE_FRACTION, idempotent
 from routing.strategies import node_figures, rank
 from routing.types import (
     BreakerState,
@@ -20,8 +21,6 @@ from routing.types import (
     Strategy,
 )
 
-# Share of requests duplicated to the standby for tail-latency hedging.
-HEDGE_FRACTION = 0.10
 RESTORE_STAGES: tuple[float, ...] = (0.1, 0.5, 1.0)
 STAGE_HOLD_SECONDS = 60
 FAILOVER_MONITORING_SECONDS = 120
@@ -291,12 +290,15 @@ def plan_recovery(
     now: datetime,
     template: RecoveryTemplate | None = None,
     history_minutes: Sequence[float] = (),
+    operation: str = "",
 ) -> RecoveryPlan:
     """The route a recovery applies for ``choice``; NoEligibleNode when none is left.
 
     ``template`` (the recovery's plan from the catalog) sets the timers it configures;
     ``history_minutes`` (how long the service's resolved recoveries under the same strategy
-    took) gives the resolution estimate, the timers when it is empty.
+    took) gives the resolution estimate, the timers when it is empty. A redundancy plan's
+    estimates count the hedge to its standby only for an ``operation`` the catalog marks
+    idempotent, the only requests that carry one (routing/redundancy.py).
     """
     retry = choice.action is RecoveryAction.retry_with_backoff
     # A retry keeps the route and retries the same providers, so nothing is excluded.
@@ -316,7 +318,7 @@ def plan_recovery(
 
     cost = selected.cost_per_request
     latency = node_figures(selected, snapshot.health)[2]
-    if standby is not None:
+    if standby is not None and idempotent(snapshot, service, operation):
         cost = round(cost + HEDGE_FRACTION * standby.cost_per_request, 6)
         # A hedged request may be answered by either node, so promise the slower one.
         latency = max(latency, node_figures(standby, snapshot.health)[2])

@@ -12,6 +12,9 @@ order, first match wins:
 3. an untried node, including a held node whose figures are recent (its hold yields);
 4. any node, and only then any node a recovery holds out (as `decide` lets a hold yield).
 
+Before the tiers: while a recovery's redundancy plan holds the request, its standby takes
+the retry when it is untried, healthy and eligible (routing/redundancy.py).
+
 Tier 3 is reached when no node is healthy: the request failed on nodes that are themselves
 failing. A held node whose figures are recent is the better bet than going back to a
 failing node: a node under a staged restore (it passed its recovery's health checks and
@@ -39,7 +42,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from routing.decide import decide
-from routing.eligibility import service_nodes
+from routing.eligibility import override_for, service_nodes
+from routing.redundancy import standby_node
 from routing.strategies import effective_health
 from routing.types import (
     BreakerState,
@@ -112,6 +116,9 @@ def decide_retry(
         if why is not None:
             unhealthy[node.node_id] = why
     avoided = frozenset(unhealthy)
+    first = _to_standby(request, snapshot, now, tried, avoided)
+    if first is not None:
+        return first
     tiers: tuple[frozenset[str], ...] = (tried | avoided, avoided, tried, frozenset())
     eased = _eased(snapshot, request.service, override, held_healthy) if hold_yields else snapshot
     error: NoEligibleNode | None = None
@@ -132,6 +139,50 @@ def decide_retry(
         return replace(decision, exclusions=_explained(decision.exclusions, tried, unhealthy))
     assert error is not None
     raise error
+
+
+def _to_standby(
+    request: RoutingRequest,
+    snapshot: RoutingSnapshot,
+    now: datetime,
+    tried: frozenset[str],
+    avoided: frozenset[str],
+) -> RoutingDecision | None:
+    """The retry on the standby of the redundancy plan holding the request, when it has one
+    that is untried, healthy and eligible (routing/redundancy.py); else None."""
+    override = override_for(request, snapshot)
+    standby = standby_node(snapshot, override)
+    if override is None or standby is None:
+        return None
+    if standby.node_id in tried or standby.node_id in avoided:
+        return None
+    # Held nodes stay excluded by the hold (and say so); the rest wait for the standby.
+    others = (
+        frozenset(n.node_id for n in service_nodes(snapshot, request.service))
+        - override.excluded_nodes
+        - {standby.node_id}
+    )
+    try:
+        decision = decide(
+            replace(request, failed_providers=tried | others),
+            snapshot,
+            now,
+            rate_limited_eligible=True,
+            hold_yields=False,
+        )
+    except NoEligibleNode:
+        return None
+    exclusions = tuple(
+        Exclusion(
+            e.node_id,
+            ExclusionReason.STANDBY_FIRST,
+            f"the recovery's redundancy plan sends retries to its standby {standby.node_id} first",
+        )
+        if e.reason is ExclusionReason.FAILED_PROVIDER and e.node_id not in tried
+        else e
+        for e in decision.exclusions
+    )
+    return replace(decision, exclusions=exclusions)
 
 
 def _eased(

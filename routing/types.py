@@ -100,6 +100,7 @@ class ExclusionReason(StrEnum):
     UNHEALTHY_FOR_RETRY = "unhealthy_for_retry"
     RATE_LIMIT_SHARE = "rate_limit_share"
     PREDICTED_FAILURE = "predicted_failure"  # requirePredictiveAnalytics (routing/forecast.py)
+    STANDBY_FIRST = "standby_first"  # a retry goes to the redundancy plan's standby first
     # Hard constraints (routing/rules.py): never lifted, not even by a hold that yields.
     OPERATION_NOT_SERVED = "operation_not_served"
     NODE_EXCLUDED = "node_excluded"
@@ -160,6 +161,8 @@ class RoutingOverride:
     excluded_nodes: frozenset[str]
     strategy: Strategy | None = None
     restore_fraction: float = 0.0
+    # The standby of a multi-provider redundancy plan: first retry target, hedge node.
+    standby: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +219,11 @@ NO_CONSTRAINTS = Constraints()
 
 @dataclass(frozen=True, slots=True)
 class ServiceRules:
-    """A service's routing rules from the catalog: default constraints by operation."""
+    """A service's routing rules from the catalog: default constraints by operation, and the
+    operations that are safe to send twice (a recovery's hedge, routing/redundancy.py)."""
 
     by_operation: Mapping[str, Constraints] = field(default_factory=dict)
+    idempotent: frozenset[str] = frozenset()
 
     def for_operation(self, operation: str) -> Constraints:
         """The defaults for `operation` (none when the catalog sets none)."""
@@ -370,6 +375,21 @@ class RoutingDecision:
     forecast: ForecastUse | None = None
     # Which budget bound the request's spend (routing/budget.py), None when none does.
     budget_bound: BudgetBound | None = None
+    # A recovery's redundancy plan for an idempotent operation (routing/redundancy.py).
+    hedge: Hedge | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hedge:
+    """A second request to the standby, sent when the first has not answered by ``delay_ms``.
+
+    ``share`` is the part of requests expected to be that slow, the share of the standby's
+    cost that ``estimated_cost`` counts.
+    """
+
+    node: ProviderNode
+    delay_ms: float
+    share: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,6 +193,17 @@ class ServiceSpec(_Model):
         """The service's recovery plans as routing applies them."""
         return {plan_id: spec.template(plan_id) for plan_id, spec in self.recovery_plans.items()}
 
+    # Operations safe to send twice: a recovery's redundancy plan hedges them
+    # (routing/redundancy.py).
+    idempotent_operations: list[str] = Field(
+        default_factory=list, alias="idempotentOperations", max_length=100
+    )
+
+    @field_validator("idempotent_operations")
+    @classmethod
+    def _operations(cls, operations: list[str]) -> list[str]:
+        return sorted({_checked(o, r"^[A-Za-z0-9_.:\-]{1,100}$", "operation") for o in operations})
+
     @model_validator(mode="after")
     def _constraints_name_its_nodes(self) -> ServiceSpec:
         ids = {node.id for node in self.nodes}
@@ -207,7 +218,10 @@ class ServiceSpec(_Model):
 
     def rules(self) -> ServiceRules:
         """The routing rules of this service."""
-        return ServiceRules({op: spec.to_constraints() for op, spec in self.constraints.items()})
+        return ServiceRules(
+            {op: spec.to_constraints() for op, spec in self.constraints.items()},
+            frozenset(self.idempotent_operations),
+        )
 
 
 class ConsumerSpec(_Model):
@@ -489,6 +503,15 @@ def _service_changes(
             "recoveryPlans",
             _plans_document(before.recovery_plans),
             _plans_document(after.recovery_plans),
+        )
+    if before.idempotent_operations != after.idempotent_operations:
+        yield CatalogChange(
+            "changed",
+            service,
+            None,
+            "idempotentOperations",
+            before.idempotent_operations,
+            after.idempotent_operations,
         )
     if before.constraints != after.constraints:
         yield CatalogChange(

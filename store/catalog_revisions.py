@@ -112,6 +112,7 @@ def live_catalog(session: Session) -> CatalogSpec | None:
                     "nodes": by_service[s.name],
                     "constraints": s.constraints,
                     "recoveryPlans": s.recovery_plans,
+                    "idempotentOperations": list(s.idempotent_operations),
                 }
             )
             for s in services
@@ -292,6 +293,7 @@ def _write(session: Session, wanted: CatalogSpec) -> None:
             for op, c in spec.constraints.items()
         }
         service.recovery_plans = {k: plans_entry(v) for k, v in spec.recovery_plans.items()}
+        service.idempotent_operations = list(spec.idempotent_operations)
     session.flush()  # services before the nodes that reference them
     wanted_ids: set[str] = set()
     fresh: list[NodeSpec] = []

@@ -43,6 +43,8 @@ class ProviderService(Base):
     recovery_plans: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # When the health sweep last assessed the service's nodes (monitoringActive reads it).
     assessed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Operations safe to send twice (a recovery's hedge): [operation, ...].
+    idempotent_operations: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
 
 
 class ServiceConsumer(Base):
@@ -263,6 +265,8 @@ class RoutingOverrideRow(Base):
     excluded_nodes: Mapped[list[str]] = mapped_column(default=list)
     strategy: Mapped[str | None] = mapped_column(String(32), nullable=True)
     restore_fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    # The redundancy plan's standby node (routing/redundancy.py), None for other plans.
+    standby_node: Mapped[str | None] = mapped_column(String(100), nullable=True)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

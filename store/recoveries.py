@@ -166,8 +166,11 @@ def put_override(
     strategy: str,
     restore_fraction: float,
     now: datetime,
+    standby: str | None = None,
 ) -> int:
-    """Create or move the recovery's routing override; its new revision. Snapshots reload."""
+    """Create or move the recovery's routing override; its new revision. Snapshots reload.
+
+    `standby` is the redundancy plan's standby (first retry target, hedge node)."""
     row = session.get(RoutingOverrideRow, workflow_id, with_for_update=True)
     if row is None:
         row = RoutingOverrideRow(
@@ -177,6 +180,7 @@ def put_override(
     row.excluded_nodes = list(excluded_nodes)
     row.strategy = strategy
     row.restore_fraction = restore_fraction
+    row.standby_node = standby
     row.revision = (row.revision or 0) + 1
     row.updated_at = now
     snapshot_changed(session)

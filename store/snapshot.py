@@ -63,7 +63,9 @@ def load_snapshot(
         emergencies=load_emergencies(session, now, service),
         budgets=load_budgets(session, services, now),
         version=version,
-        rules={s.name: service_rules(s) for s in services if s.constraints},
+        rules={
+            s.name: service_rules(s) for s in services if s.constraints or s.idempotent_operations
+        },
         catalog_revision=int(session.scalar(select(func.max(CatalogRevision.number))) or 0),
         consumers={c.name: frozenset(c.uses) for c in session.scalars(select(ServiceConsumer))},
         incidents=load_incident_guards(session),
@@ -127,7 +129,8 @@ def service_rules(service: ProviderService) -> ServiceRules:
                 excluded_nodes=frozenset(spec.get("excludedNodes", ())),
             )
             for operation, spec in service.constraints.items()
-        }
+        },
+        frozenset(service.idempotent_operations),
     )
 
 
@@ -174,6 +177,16 @@ def load_overrides(session: Session, service: str | None = None) -> dict[str, Ro
             excluded_nodes=frozenset(n for item in items for n in item.excluded_nodes),
             strategy=Strategy(latest.strategy) if latest.strategy else None,
             restore_fraction=min(item.restore_fraction for item in items),
+            # The newest redundancy plan's standby, unless another hold excludes it.
+            standby=next(
+                (
+                    item.standby_node
+                    for item in reversed(items)
+                    if item.standby_node
+                    and not any(item.standby_node in other.excluded_nodes for other in items)
+                ),
+                None,
+            ),
         )
     return merged
 

@@ -174,6 +174,18 @@ class BudgetBoundOut(ResponseModel):
     server_remaining: float | None
 
 
+class HedgeOut(ResponseModel):
+    """A second request to the redundancy plan's standby that the caller may send when the
+    first has not answered within `delayMs` (idempotent operations only)."""
+
+    node_id: str
+    provider_name: str
+    region: str
+    delay_ms: float
+    share: float  # the part of requests expected to be that slow, counted in estimatedCost
+    cost_per_request: float
+
+
 class RoutingDecisionOut(ResponseModel):
     """The routing decision block."""
 
@@ -190,6 +202,7 @@ class RoutingDecisionOut(ResponseModel):
     escalated_by: list[str] = []
     predictive_analytics: PredictiveAnalytics | None = None
     budget_bound: BudgetBoundOut | None = None
+    hedge: HedgeOut | None = None
 
 
 class BackendAgentIntegration(ResponseModel):

@@ -477,3 +477,53 @@ def test_recovery_plans_are_catalog_entries(api_client: TestClient, auth: Auth) 
         "cost_optimized_failover",
     )
     assert after["cheap"]["maxRetries"] is None  # the default budget
+
+
+def test_idempotent_operations_are_catalog_data_that_hedges_follow(
+    api_client: TestClient,
+    auth: Auth,
+    cli_env: Callable[..., Any],
+    tmp_path: Path,
+    sessions: sessionmaker[Session],
+) -> None:
+    # A recovery's redundancy plan holds samsara: primary out, samsara_secondary_eu standby.
+    with transaction(sessions) as session:
+        session.add(
+            RoutingOverrideRow(
+                workflow_id="recovery:samsara:s1",
+                service="samsara",
+                excluded_nodes=["samsara_primary"],
+                strategy="AVAILABILITY_FOCUSED",
+                standby_node="samsara_secondary_eu",
+            )
+        )
+    api_client.app.state.runtime.snapshot.refresh()  # type: ignore[attr-defined]
+
+    def gps() -> dict[str, Any]:
+        body = {"serviceName": "samsara", "operation": "gps_tracking"}
+        response = api_client.post(
+            f"{BASE}/execute-coordination", json=body, headers=auth(Role.operator)
+        )
+        assert response.status_code == 200, response.text
+        decision: dict[str, Any] = response.json()["data"]["routingDecision"]
+        return decision
+
+    hedged = gps()
+    assert hedged["hedge"]["nodeId"] == "samsara_secondary_eu"
+    assert hedged["estimatedCost"] == 0.061
+
+    exported = tmp_path / "catalog.yaml"
+    assert cli_env("catalog", "export", "-o", str(exported)).exit_code == 0
+    document = yaml.safe_load(exported.read_text())
+    assert document["services"]["samsara"]["idempotentOperations"] == ["gps_tracking"]
+    del document["services"]["samsara"]["idempotentOperations"]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(document, sort_keys=False))
+    diff = cli_env("catalog", "diff", str(changed))
+    assert "~ service samsara: idempotentOperations" in diff.output, diff.output
+    assert cli_env("catalog", "apply", str(changed), "--yes").exit_code == 0
+    api_client.app.state.runtime.snapshot.refresh()  # type: ignore[attr-defined]
+
+    once = gps()
+    assert once["selectedNode"]["nodeId"] == "samsara_backup"
+    assert once["hedge"] is None and once["estimatedCost"] == 0.055

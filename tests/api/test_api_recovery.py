@@ -127,6 +127,34 @@ async def test_seed_error_reroutes_and_next_coordination_avoids_the_failed_provi
     assert data["routingDecision"]["selectedNode"]["nodeId"] != "samsara_primary"
     assert data["routingDecision"]["routingStrategy"] == "AVAILABILITY_FOCUSED"
     assert data["backendAgentIntegration"]["recoveryStrategyActivated"] is True
+    # The redundancy plan is carried out: gps_tracking is idempotent (providers.yaml), so the
+    # decision carries a hedge to the plan's standby and pays for the share it is sent.
+    routed = data["routingDecision"]
+    assert routed["selectedNode"]["nodeId"] == "samsara_backup"
+    assert routed["hedge"] == {
+        "nodeId": "samsara_secondary_eu",
+        "providerName": "Samsara Secondary (EU)",
+        "region": "eu-west",
+        "delayMs": 500.0,
+        "share": 0.1,
+        "costPerRequest": 0.06,
+    }
+    assert routed["estimatedCost"] == 0.061
+    # A retry after the backup failed goes to the standby first.
+    retry = await _post(
+        live,
+        "/execute-coordination",
+        {
+            "serviceName": "samsara",
+            "operation": "gps_tracking",
+            "routingContext": {"failedProviders": ["samsara_backup"]},
+        },
+        headers,
+    )
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["data"]["routingDecision"]["selectedNode"]["nodeId"] == (
+        "samsara_secondary_eu"
+    )
 
     # A repeated error of the stream joins the running workflow.
     again = await _post(live, "/backend-agent-error", SEED_ERROR, headers)

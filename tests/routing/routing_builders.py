@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from routing import BudgetPeriod, BudgetState, ProviderNode, RoutingSnapshot
+from routing.types import ServiceRules
 
 NOW = datetime(2025, 8, 16, 10, 30, tzinfo=UTC)
 PROVIDERS_YAML = Path(__file__).resolve().parents[2] / "providers.yaml"
@@ -49,11 +50,15 @@ def snapshot_of(*nodes: ProviderNode, **fields: Any) -> RoutingSnapshot:
 
 
 def load_default_snapshot(path: Path = PROVIDERS_YAML) -> RoutingSnapshot:
-    """The default catalog from providers.yaml, with each service's budget unspent."""
+    """The default catalog from providers.yaml, with each service's budget unspent and its
+    idempotent operations (its default constraints are left out)."""
     document = yaml.safe_load(path.read_text())
     nodes: dict[str, tuple[ProviderNode, ...]] = {}
     budgets: dict[str, BudgetState] = {}
+    rules: dict[str, ServiceRules] = {}
     for service, spec in document["services"].items():
+        if spec.get("idempotentOperations"):
+            rules[service] = ServiceRules(idempotent=frozenset(spec["idempotentOperations"]))
         nodes[service] = tuple(
             ProviderNode(
                 node_id=raw["id"],
@@ -77,4 +82,4 @@ def load_default_snapshot(path: Path = PROVIDERS_YAML) -> RoutingSnapshot:
             limit=float(budget["limit"]),
             spent=0.0,
         )
-    return RoutingSnapshot(nodes=nodes, budgets=budgets)
+    return RoutingSnapshot(nodes=nodes, budgets=budgets, rules=rules)

@@ -23,6 +23,7 @@ from routing import (
     plan_recovery,
     strands_service,
 )
+from routing.types import ServiceRules
 
 A = Strategy.AVAILABILITY_FOCUSED
 COST = Strategy.COST_OPTIMIZED
@@ -103,13 +104,30 @@ def test_failover_plan() -> None:
 
 def test_redundancy_plan_hedges_to_the_runner_up() -> None:
     choice = choose_recovery("latency_spike", Severity.critical, 0.0, "moderate")
+    snapshot = dataclasses.replace(
+        SNAP, rules={"svc": ServiceRules(idempotent=frozenset({"read"}))}
+    )
 
-    plan = plan_recovery(choice, "svc", PRIMARY_FAILED, SNAP, NOW)
+    plan = plan_recovery(choice, "svc", PRIMARY_FAILED, snapshot, NOW, operation="read")
 
     assert plan.selected.node_id == "second"
     assert plan.standby is not None and plan.standby.node_id == "third"
     assert plan.estimated_cost == round(0.03 + HEDGE_FRACTION * 0.01, 6) == 0.031
     assert plan.estimated_latency == 180.0
+
+
+@pytest.mark.parametrize("operation", ["write", ""])
+def test_redundancy_plan_counts_no_hedge_for_what_is_not_idempotent(operation: str) -> None:
+    """Only idempotent operations are hedged, so only they pay for the standby's share."""
+    choice = choose_recovery("latency_spike", Severity.critical, 0.0, "moderate")
+    snapshot = dataclasses.replace(
+        SNAP, rules={"svc": ServiceRules(idempotent=frozenset({"read"}))}
+    )
+
+    plan = plan_recovery(choice, "svc", PRIMARY_FAILED, snapshot, NOW, operation=operation)
+
+    assert plan.standby is not None and plan.standby.node_id == "third"
+    assert plan.estimated_cost == 0.03
 
 
 def test_redundancy_without_a_runner_up_has_no_standby() -> None:
@@ -145,12 +163,20 @@ def test_latency_failover_plan() -> None:
 
 def test_plan_uses_live_latency() -> None:
     live = {"third": NodeHealth("third", 85, 99.0, 700.0)}
-    snap = dataclasses.replace(SNAP, health=live)
+    rules = {"svc": ServiceRules(idempotent=frozenset({"read"}))}
+    snap = dataclasses.replace(SNAP, health=live, rules=rules)
     choice = choose_recovery("latency_spike", Severity.critical, 0.0, "moderate")
 
-    plan = plan_recovery(choice, "svc", PRIMARY_FAILED, snap, NOW)
-
-    assert plan.estimated_latency == 700.0
+    # A hedged request may be answered by the standby: its live latency is promised.
+    assert (
+        plan_recovery(choice, "svc", PRIMARY_FAILED, snap, NOW, operation="read").estimated_latency
+        == 700
+    )
+    # Unhedged, the selected node answers alone.
+    assert (
+        plan_recovery(choice, "svc", PRIMARY_FAILED, snap, NOW, operation="write").estimated_latency
+        == 180
+    )
 
 
 def test_plan_ignores_the_existing_override() -> None:

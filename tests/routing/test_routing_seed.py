@@ -145,7 +145,14 @@ def test_expired_emergency_no_longer_admits_premium_node(
 
 def test_backend_agent_error_plan(default_snapshot: RoutingSnapshot) -> None:
     choice = choose_recovery("performance_degradation", Severity.high, 2000.0, "moderate")
-    plan = plan_recovery(choice, "samsara", frozenset({"samsara_primary"}), default_snapshot, NOW)
+    plan = plan_recovery(
+        choice,
+        "samsara",
+        frozenset({"samsara_primary"}),
+        default_snapshot,
+        NOW,
+        operation="gps_tracking",
+    )
 
     assert choice.strategy == Strategy.AVAILABILITY_FOCUSED
     assert choice.action == RecoveryAction.enable_multi_provider_redundancy

@@ -76,6 +76,8 @@ async def test_happy_path_reroutes_monitors_and_restores_in_stages(
         # The override is in the store once the update returns: routing avoids the primary.
         row = override_of(sessions, handle.id)
         assert row is not None and row.excluded_nodes == ["samsara_primary"]
+        # The redundancy plan's standby, for the hedges and retries it directs.
+        assert row.standby_node == "samsara_secondary_eu"
         assert _route(sessions) != "samsara_primary"
 
         final = await handle.result()
