@@ -14,30 +14,26 @@ from starlette.types import Scope
 
 from api.audit import answer_record, mark_audited
 from api.caller_budgets import CallerKey
+from api.decision_blocks import budget_bound_block, hedge_block, predictive_block
 from api.decision_writer import PendingDecision
 from api.errors import ApiError, field_error
 from api.incident_guard import IncidentProtector
 from api.runtime import ApiRuntime
 from api.schemas.coordination import (
     BackendAgentIntegration,
-    BudgetBoundOut,
     BusinessOutcomeOut,
     CoordinationMetadata,
     CoordinationRequest,
     CoordinationResult,
     ExcludedNode,
-    HedgeOut,
     IncidentCoordination,
-    NodeForecast,
     PerformanceMetrics,
-    PredictiveAnalytics,
     RoutingDecisionOut,
     SelectedNode,
 )
 from routing.business import DEFAULT_ESCALATION_REVENUE, escalate
 from routing.decide import decide
 from routing.monitoring import monitoring_active
-from routing.outcome import MONEY_DECIMALS
 from routing.retry import decide_retry
 from routing.types import (
     NO_BUSINESS_CONTEXT,
@@ -234,11 +230,11 @@ async def execute_coordination(
         require_tags(snapshot, context.constraints.required_tags)
     request = routing_request(body, runtime.settings.escalation_revenue_impact)
     service = body.service_name
-    caller_key: CallerKey | None = None
+    # The caller's remainingBudget, bounded by what it spent in the same budgetPeriod window.
     declared = request.remaining_budget
+    caller_key: CallerKey | None = None
     if declared is not None:
         caller_key = runtime.callers.key(caller, service, request.budget_period, now)
-        request = replace(request, remaining_budget=runtime.callers.remaining(caller_key, declared))
     # In an open incident's blast radius: retries budgeted, the budget's rest kept for the
     # most important traffic (503 retry_budget_exhausted / shed_for_incident beyond them).
     guard = snapshot.incidents.get(service)
@@ -269,6 +265,11 @@ async def execute_coordination(
 
     for attempt in range(ATTEMPTS):
         routing_started = time.perf_counter()
+        if caller_key is not None and declared is not None:
+            # Read again on each attempt: other requests of the caller booked meanwhile.
+            request = replace(
+                request, remaining_budget=runtime.callers.remaining(caller_key, declared)
+            )
         try:
             decision = choose(request, snapshot, now, clock=time.perf_counter)
         except NoEligibleNode as exc:
@@ -465,9 +466,9 @@ def _result(
             ],
             predicted_failure_probability=decision.failure_probability,
             escalated_by=list(request_escalation),
-            predictive_analytics=_predictive(decision),
-            budget_bound=_budget_bound(decision),
-            hedge=_hedge(decision),
+            predictive_analytics=predictive_block(decision),
+            budget_bound=budget_bound_block(decision),
+            hedge=hedge_block(decision),
         ),
         backend_agent_integration=BackendAgentIntegration(
             error_stream_registered=sync,
@@ -493,55 +494,6 @@ def _result(
         ),
         incident=incident,
     )
-
-
-def _predictive(decision: RoutingDecision) -> PredictiveAnalytics | None:
-    """The forecast block of a requirePredictiveAnalytics decision; None for others."""
-    forecast = decision.forecast
-    if forecast is None:
-        return None
-    return PredictiveAnalytics(
-        effect=forecast.effect,
-        exclusion_threshold=forecast.threshold,
-        node_without_forecast=forecast.without_forecast,
-        forecasts=[
-            NodeForecast(node_id=node_id, failure_probability=p)
-            for node_id, p in forecast.probabilities
-        ],
-    )
-
-
-def _hedge(decision: RoutingDecision) -> HedgeOut | None:
-    """The hedge a redundancy plan attaches to the decision, when it does."""
-    hedge = decision.hedge
-    if hedge is None:
-        return None
-    return HedgeOut(
-        node_id=hedge.node.node_id,
-        provider_name=hedge.node.provider_name,
-        region=hedge.node.region,
-        delay_ms=hedge.delay_ms,
-        share=hedge.share,
-        cost_per_request=hedge.node.cost_per_request,
-    )
-
-
-def _budget_bound(decision: RoutingDecision) -> BudgetBoundOut | None:
-    """Which budget bound the decision, when one did."""
-    bound = decision.budget_bound
-    if bound is None:
-        return None
-    return BudgetBoundOut(
-        bound=bound.bound,
-        period=bound.period.value if bound.period is not None else None,
-        remaining=round(bound.remaining, MONEY_DECIMALS),
-        caller_remaining=_money(bound.caller_remaining),
-        server_remaining=_money(bound.server_remaining),
-    )
-
-
-def _money(value: float | None) -> float | None:
-    return None if value is None else round(value, MONEY_DECIMALS)
 
 
 def _incident_block(
