@@ -31,12 +31,14 @@ from api.schemas.coordination import (
     RoutingDecisionOut,
     SelectedNode,
 )
+from routing.budget import budget_bound
 from routing.business import DEFAULT_ESCALATION_REVENUE, escalate
 from routing.decide import decide
 from routing.monitoring import monitoring_active
 from routing.retry import decide_retry
 from routing.types import (
     NO_BUSINESS_CONTEXT,
+    BudgetBound,
     BudgetState,
     BusinessContext,
     EmergencyRequired,
@@ -297,6 +299,8 @@ async def execute_coordination(
             stream_incident=stream_incident,
             escalated_by=request.escalated_by,
             business=request.business,
+            # Explained here, not in routing.decide: only the answer reads it.
+            bound=budget_bound(request, budget, emergency, decision.emergency_applied),
         )
         charge = DecisionCharge(
             coordination_id=coordination_id,
@@ -342,6 +346,7 @@ class _Answer:
     stream_incident: str | None = None  # the open incident holding the request's stream
     escalated_by: tuple[str, ...] = ()  # the businessContext fields that made it CRITICAL
     business: BusinessContext = NO_BUSINESS_CONTEXT  # the request's, recorded with its row
+    bound: BudgetBound | None = None  # the budget that bound the decision
     data: dict[str, Any] = field(default_factory=dict)  # the answer, set by complete()
 
     def record(self, integration_ms: float) -> DecisionRecord:
@@ -361,6 +366,7 @@ class _Answer:
             incident=self.incident,
             stream_incident=self.stream_incident,
             request_escalation=self.escalated_by,
+            bound=self.bound,
         )
         data = result.model_dump(mode="json", by_alias=True)
         if data["incident"] is None:  # the block is there only when an incident protects
@@ -421,6 +427,7 @@ def _result(
     incident: IncidentCoordination | None = None,
     stream_incident: str | None = None,
     request_escalation: tuple[str, ...] = (),
+    bound: BudgetBound | None = None,
 ) -> CoordinationResult:
     applied = ["intelligent_routing"]
     if sync:
@@ -467,7 +474,7 @@ def _result(
             predicted_failure_probability=decision.failure_probability,
             escalated_by=list(request_escalation),
             predictive_analytics=predictive_block(decision),
-            budget_bound=budget_bound_block(decision),
+            budget_bound=budget_bound_block(bound),
             hedge=hedge_block(decision),
         ),
         backend_agent_integration=BackendAgentIntegration(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from api.schemas.coordination import BudgetBoundOut, HedgeOut, NodeForecast, PredictiveAnalytics
 from routing.outcome import MONEY_DECIMALS
-from routing.types import RoutingDecision
+from routing.types import BudgetBound, RoutingDecision
 
 
 def predictive_block(decision: RoutingDecision) -> PredictiveAnalytics | None:
@@ -40,9 +40,8 @@ def hedge_block(decision: RoutingDecision) -> HedgeOut | None:
     )
 
 
-def budget_bound_block(decision: RoutingDecision) -> BudgetBoundOut | None:
+def budget_bound_block(bound: BudgetBound | None) -> BudgetBoundOut | None:
     """Which budget bound the decision, when one did."""
-    bound = decision.budget_bound
     if bound is None:
         return None
     return BudgetBoundOut(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from routing.budget import budget_bound, server_remaining, tighter
+from routing.budget import server_remaining, tighter
 from routing.eligibility import UnknownService, constrain_request, filter_nodes, override_for
 from routing.forecast import forecast_use, screen, weighed
 from routing.outcome import business_outcome, confidence_score
@@ -147,7 +147,9 @@ def decide(
             f"Selected {node.provider_name} using {strategy} strategy, "
             f"health score: {live.health_score:g}"
         ),
-        estimated_cost=hedged_cost(node.cost_per_request, hedge),
+        estimated_cost=node.cost_per_request
+        if hedge is None
+        else hedged_cost(node.cost_per_request, hedge),
         estimated_latency=live.latency_ms,
         estimated_success_rate=live.success_rate,
         outcome=business_outcome(request, node, live, nodes),
@@ -159,6 +161,5 @@ def decide(
         failure_probability=live.failure_probability,
         optimization_seconds=optimization_seconds,
         forecast=forecast,
-        budget_bound=budget_bound(request, budget, emergency, emergency_active),
         hedge=hedge,
     )

@@ -57,13 +57,16 @@ RISK_BARS: dict[CustomerImpact, tuple[tuple[float, float], tuple[float, float]]]
     CustomerImpact.critical: ((99.9, 95.0), (99.5, 90.0)),
 }
 
+_MODERATE_BARS = RISK_BARS[CustomerImpact.moderate]
+
 
 def risk_mitigation(
     success_rate: float, health_score: float, customer_impact: CustomerImpact | None = None
 ) -> str:
     """'high', 'medium' or 'low' from the chosen node's success rate and health, against the
     bar the request's customer impact sets (RISK_BARS)."""
-    high, medium = RISK_BARS[customer_impact or CustomerImpact.moderate]
+    # The common case (no customerImpact) skips hashing an enum member, a Python-level call.
+    high, medium = _MODERATE_BARS if customer_impact is None else RISK_BARS[customer_impact]
     if success_rate >= high[0] and health_score >= high[1]:
         return "high"
     if success_rate >= medium[0] and health_score >= medium[1]:

@@ -373,8 +373,6 @@ class RoutingDecision:
     optimization_seconds: float = 0.0
     # What the forecast did for a requirePredictiveAnalytics request (routing/forecast.py).
     forecast: ForecastUse | None = None
-    # Which budget bound the request's spend (routing/budget.py), None when none does.
-    budget_bound: BudgetBound | None = None
     # A recovery's redundancy plan for an idempotent operation (routing/redundancy.py).
     hedge: Hedge | None = None
 

@@ -14,12 +14,11 @@ from routing import (
     BudgetState,
     EmergencyState,
     RoutingRequest,
-    decide,
     effective_remaining,
     period_end,
     period_start,
 )
-from routing.budget import caller_remaining
+from routing.budget import budget_bound, caller_remaining
 
 # A Thursday.
 AT = datetime(2025, 8, 14, 17, 42, 9, 123, tzinfo=UTC)
@@ -107,11 +106,18 @@ def test_overspent_server_budget_is_zero() -> None:
     assert remaining(None, budgets=overspent) == 0.0
 
 
-def bound(client: float | None, period: BudgetPeriod, **snapshot: Any) -> BudgetBound | None:
+def bound(
+    client: float | None,
+    period: BudgetPeriod,
+    budgets: dict[str, BudgetState] | None = None,
+    emergencies: dict[str, EmergencyState] | None = None,
+) -> BudgetBound | None:
     request = RoutingRequest(
         service="svc", operation="op", remaining_budget=client, budget_period=period
     )
-    return decide(request, snapshot_of(node("a", cost=0.01), **snapshot), NOW).budget_bound
+    emergency = (emergencies or {}).get("svc")
+    active = emergency is not None and emergency.active_at(NOW)
+    return budget_bound(request, (budgets or {}).get("svc"), emergency, active)
 
 
 def test_the_decision_names_the_bound_and_its_period() -> None:

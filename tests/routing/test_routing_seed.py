@@ -8,7 +8,6 @@ from datetime import timedelta
 from routing_builders import NOW
 
 from routing import (
-    BudgetBound,
     BudgetPeriod,
     BusinessCriticality,
     BusinessOutcome,
@@ -86,8 +85,6 @@ def test_standard_coordination_request(default_snapshot: RoutingSnapshot) -> Non
         ),
         effective_budget_remaining=1000.0,
         failure_probability=0.0,
-        # The caller's 1000 for the day is tighter than the service's daily 5000.
-        budget_bound=BudgetBound("caller", BudgetPeriod.daily, 1000.0, 1000.0, 5000.0),
     )
     assert primary.node_id == "stripe_primary_us_east"
     assert primary.region == "us-east-1"
@@ -124,7 +121,6 @@ def test_emergency_override_selects_premium_node(default_snapshot: RoutingSnapsh
         # The emergency cap (5000) replaces the daily budget while it is active.
         effective_budget_remaining=5000.0,
         failure_probability=0.0,
-        budget_bound=BudgetBound("emergency", None, 5000.0, None, 5000.0),
     )
     assert premium.node_id == "stripe_premium_emergency"
 
