@@ -120,3 +120,24 @@ def test_the_callers_hook_decides_and_none_falls_back_to_the_defaults() -> None:
     assert resolve(payments, {"status": "failed"}) == Classification("failure", "error")
     assert resolve(payments, "busy") == Classification("failure", "provider_busy")
     assert resolve(payments, Answer(503)) == Classification("failure", "503")
+
+
+def test_a_hedge_in_the_answer_is_the_decisions() -> None:
+    from switchyard_client import Hedge
+    from switchyard_client.decision import server_decision
+
+    routing = {
+        "selectedNode": {"nodeId": "samsara_backup", "providerName": "Samsara Backup"},
+        "routingStrategy": "AVAILABILITY_FOCUSED",
+        "estimatedCost": 0.061,
+    }
+    answer = {"data": {"coordinationId": "c1", "routingDecision": routing}}
+    assert server_decision("samsara", "gps_tracking", answer).hedge is None
+
+    routing["hedge"] = {
+        "nodeId": "samsara_secondary_eu",
+        "providerName": "Samsara Secondary (EU)",
+        "delayMs": 500.0,
+    }
+    decision = server_decision("samsara", "gps_tracking", answer)
+    assert decision.hedge == Hedge("samsara_secondary_eu", "Samsara Secondary (EU)", 500.0)

@@ -13,7 +13,7 @@ from switchyard_client.classify import (
     failure,
     refusal,
 )
-from switchyard_client.decision import Decision
+from switchyard_client.decision import Decision, Hedge
 from switchyard_client.errors import (
     Attempt,
     FailedResult,
@@ -34,6 +34,7 @@ __all__ = [
     "Counters",
     "Decision",
     "FailedResult",
+    "Hedge",
     "Hooks",
     "NoHandler",
     "RequestRejected",

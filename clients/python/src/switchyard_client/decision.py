@@ -8,6 +8,17 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Hedge:
+    """A second request Switchyard suggests: to `node_id`, if the first has not answered
+    within `delay_ms` (an idempotent operation under a recovery's redundancy plan). Send the
+    same request there and take the first answer; `estimated_cost` already counts it."""
+
+    node_id: str
+    provider_name: str
+    delay_ms: float
+
+
+@dataclass(frozen=True)
 class Decision:
     """Where one request goes: the node, by which strategy, and who decided."""
 
@@ -21,6 +32,7 @@ class Decision:
     decided_locally: bool
     reason: str
     estimated_cost: float | None = None
+    hedge: Hedge | None = None
     # Switchyard's `data` object as it answered it, or the local decision's own account.
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -45,7 +57,18 @@ def server_decision(service: str, operation: str, answer: Any) -> Decision:
             decided_locally=False,
             reason=str(routing.get("decisionReason", "")),
             estimated_cost=routing.get("estimatedCost"),
+            hedge=_hedge(routing.get("hedge")),
             raw=data,
         )
     except (KeyError, TypeError) as exc:
         raise MalformedAnswer(f"not an execute-coordination answer: missing {exc}") from None
+
+
+def _hedge(block: Any) -> Hedge | None:
+    if not block:
+        return None
+    return Hedge(
+        node_id=str(block["nodeId"]),
+        provider_name=str(block.get("providerName", block["nodeId"])),
+        delay_ms=float(block["delayMs"]),
+    )
