@@ -14,7 +14,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.emergency import EmergencyActivities
 from routing.decide import decide
-from routing.types import RoutingDecision, RoutingRequest, Strategy
+from routing.types import EmergencyRequired, RoutingDecision, RoutingRequest, Strategy
 from store.base import utcnow
 from store.db import transaction
 from store.models import Coordination, Emergency, Event, IncidentRow, RoutingOverrideRow
@@ -59,11 +59,20 @@ def _activate_input(started: datetime, minutes: int = 30, **overrides: object) -
     return ActivateInput.model_validate(values)
 
 
-def _decisions(sessions: sessionmaker[Session], at: datetime) -> list[tuple[str, Strategy]]:
+def _decisions(sessions: sessionmaker[Session], at: datetime) -> list[tuple[str, Strategy | None]]:
+    """Each request's node and strategy; a request requiring an emergency when none is
+    active is refused (`emergency_required`)."""
     with sessions() as session:
         snapshot = load_snapshot(session, at)
-    decided: list[RoutingDecision] = [decide(r, snapshot, at) for r in REQUESTS]
-    return [(d.node.node_id, d.strategy) for d in decided]
+    decided: list[tuple[str, Strategy | None]] = []
+    for request in REQUESTS:
+        try:
+            decision: RoutingDecision = decide(request, snapshot, at)
+        except EmergencyRequired:
+            decided.append(("emergency_required", None))
+        else:
+            decided.append((decision.node.node_id, decision.strategy))
+    return decided
 
 
 def _count(sessions: sessionmaker[Session], model: type, **where: object) -> int:
@@ -183,6 +192,7 @@ def test_extend_read_spend_and_deactivate(
     # After the end routing is exactly as before the emergency, for every kind of request.
     assert _decisions(sessions, started) == before
     assert all(node != PREMIUM for node, _ in before)
+    assert before[2] == ("emergency_required", None)
     with pytest.raises(ApplicationError) as ended:
         _env().run(activities.extend, extension.model_copy(update={"step_key": "c1:extend-2"}))
     assert ended.value.type == "EmergencyEnded"
