@@ -43,8 +43,13 @@ os.environ.setdefault("SWITCHYARD_ENCRYPTION_KEYS", TEST_KEYS)
 
 # Property tests are reproducible in `make test`: the same examples every run, no example
 # database carried between runs. `make explore` draws new ones from a seed it prints.
-hypothesis.settings.register_profile("ci", derandomize=True, database=None)
-hypothesis.settings.register_profile("explore", derandomize=False, database=None)
+# Neither checks how fast examples come: on a shared machine that is luck, not behaviour
+# (the deadline and the too_slow health check).
+_UNTIMED = hypothesis.settings(
+    deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.register_profile("ci", _UNTIMED, derandomize=True, database=None)
+hypothesis.settings.register_profile("explore", _UNTIMED, derandomize=False, database=None)
 hypothesis.settings.load_profile(os.environ.get("SWITCHYARD_HYPOTHESIS_PROFILE", "ci"))
 
 
