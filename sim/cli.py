@@ -20,7 +20,7 @@ from sim.report import (
 from sim.runner import ABLATIONS, POLICIES, planned_requests, run_scenario
 from sim.scenario import ScenarioError, load_scenario
 
-TABLE_WIDTH = 132
+TABLE_WIDTH = 170
 
 
 def simulate_command(

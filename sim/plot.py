@@ -12,6 +12,7 @@ from sim.runner import ScenarioResult
 
 # Switchyard's lines are drawn last and thicker so they stay visible over the baselines.
 HIGHLIGHT = ("switchyard", "switchyard-no-prediction")
+STYLES = {"switchyard-no-prediction": "--", "oracle": ":"}
 
 
 def plot(result: ScenarioResult, path: Path) -> Path:
@@ -35,16 +36,22 @@ def plot(result: ScenarioResult, path: Path) -> Path:
         series = result.series[name]
         minutes = [t / 60.0 for t in series.times]
         width = 2.2 if name in HIGHLIGHT else 1.2
-        style = "--" if name == "switchyard-no-prediction" else "-"
-        success_axis.plot(minutes, _gaps(series.success_rate), style, linewidth=width, label=name)
+        style = STYLES.get(name, "-")
+        # The oracle is the bound, not a contender: dotted, black.
+        color = "black" if name == "oracle" else None
+        success_axis.plot(
+            minutes, _gaps(series.success_rate), style, linewidth=width, label=name, color=color
+        )
         if by_class:
             classes = result.class_series[name]
             critical = _gaps(classes.critical_success_rate)
-            axes[1].plot(minutes, critical, style, linewidth=width, label=name)
-            axes[2].plot(minutes, classes.budget_left, style, linewidth=width, label=name)
+            axes[1].plot(minutes, critical, style, linewidth=width, label=name, color=color)
+            axes[2].plot(
+                minutes, classes.budget_left, style, linewidth=width, label=name, color=color
+            )
         else:
             cost = _gaps(series.cost_per_success)
-            axes[1].plot(minutes, cost, style, linewidth=width, label=name)
+            axes[1].plot(minutes, cost, style, linewidth=width, label=name, color=color)
     windows = [(i.start, i.end) for i in result.scenario.all_incidents()]
     if result.scenario.cascade is not None:
         windows.append((result.scenario.cascade.start, result.scenario.cascade.end))

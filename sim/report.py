@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from sim.metrics import Summary
-from sim.runner import ScenarioResult
+from sim.runner import ORACLE, ScenarioResult
 
 HEADERS = (
     "policy",
@@ -18,18 +18,44 @@ HEADERS = (
     "failed",
     "fail-over",
     "restore",
+    "vs oracle",
+    "premium vs oracle's",
 )
+# An oracle premium below this (percentage points over the healthy baseline) is no base for a
+# ratio: the cell shows the policy's premium minus the oracle's instead.
+RATIO_FLOOR_POINTS = 0.5
 
 
 def rows(result: ScenarioResult) -> list[tuple[str, ...]]:
     """One row of formatted cells per policy, in the order the policies ran."""
     healthy = result.healthy.cost_per_success
-    return [_row(summary, healthy) for summary in result.summaries]
+    oracle = next((s for s in result.summaries if s.policy == ORACLE), None)
+    return [_row(summary, healthy, oracle) for summary in result.summaries]
 
 
-def _row(s: Summary, healthy: float | None) -> tuple[str, ...]:
+def premium(s: Summary, healthy: float | None) -> float | None:
+    """Cost per successful request over the healthy baseline's, in percent."""
     cost = s.cost_per_success
-    versus = f"{(cost / healthy - 1.0) * 100.0:+.1f}%" if cost and healthy else "—"
+    return (cost / healthy - 1.0) * 100.0 if cost and healthy else None
+
+
+def oracle_cells(s: Summary, healthy: float | None, oracle: Summary | None) -> tuple[str, str]:
+    """Success gap to the oracle (percentage points) and the cost premium's ratio to its."""
+    if oracle is None:
+        return "—", "—"
+    gap = f"{s.success_rate - oracle.success_rate:+.3f} pp"
+    mine, theirs = premium(s, healthy), premium(oracle, healthy)
+    if mine is None or theirs is None:
+        return gap, "—"
+    if theirs < RATIO_FLOOR_POINTS:
+        return gap, f"{mine - theirs:+.1f} pts"
+    return gap, f"{mine / theirs:.2f}x"
+
+
+def _row(s: Summary, healthy: float | None, oracle: Summary | None) -> tuple[str, ...]:
+    cost = s.cost_per_success
+    extra = premium(s, healthy)
+    versus = f"{extra:+.1f}%" if extra is not None else "—"
     return (
         s.policy,
         f"{s.success_rate:.3f}%",
@@ -41,6 +67,7 @@ def _row(s: Summary, healthy: float | None) -> tuple[str, ...]:
         f"{s.failed:,}",
         failover_cell(s),
         restore_cell(s),
+        *oracle_cells(s, healthy, oracle),
     )
 
 

@@ -10,6 +10,7 @@ from sim.baselines import EnvoyOutlierEjection, LiteLLMCooldown, PrimaryOnly, Ro
 from sim.cascade import ClassFigures, ClassSeries, class_figures, class_series, scenario_traffic
 from sim.engine import Engine, ProgressCallback, RunRecord
 from sim.metrics import Series, Summary, series, summarize
+from sim.oracle import Oracle
 from sim.policy import Policy
 from sim.scenario import Scenario
 from sim.switchyard import SwitchyardPolicy
@@ -37,6 +38,8 @@ POLICIES: dict[str, PolicyFactory] = {
         world.scenario.emergencies,
         traffic=world.traffic,
     ),
+    # The bound every table is read against: knows the state, not the luck (sim/oracle.py).
+    "oracle": lambda world, nodes: Oracle(world.catalog, world.scenario, nodes),
 }
 # Not run by default and not the live system: Switchyard without a piece the product has,
 # to show what that piece does (the monitor's strand guard: docs/SIMULATION.md).
@@ -61,6 +64,7 @@ ABLATIONS: dict[str, PolicyFactory] = {
     ),
 }
 SWITCHYARD = "switchyard"
+ORACLE = "oracle"
 BUCKET_COUNT = 90  # points per line in the plots
 
 

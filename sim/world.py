@@ -154,6 +154,34 @@ class SimNode:
         """Times at which the price changes."""
         return self._costs.changes()
 
+    def headroom(self, t: float) -> float | None:
+        """Calls the rate limit still admits in the window of time t; None: no limit."""
+        limit = self._limits.at(t)
+        if limit is None:
+            return None
+        used = self._window_count if int(t) == self._window else 0
+        return max(0.0, limit - used)
+
+    def chance(self, t: float, timeout_ms: float) -> float:
+        """The probability that a call made at t succeeds, from the node's true behaviour.
+
+        Its success rate times the chance its lognormal latency stays within the client's
+        timeout, and 0 when the rate limit's current window is full. What the scenario says,
+        not what a particular request's draw will be.
+        """
+        headroom = self.headroom(t)
+        if headroom is not None and headroom <= 0:
+            return 0.0
+        answered = (self._successes.at(t) or 0.0) / 100.0
+        median = self._latencies.at(t) or 1.0
+        sigma = self._sigmas.at(t) or 0.0
+        if sigma <= 0:
+            in_time = 1.0 if median <= timeout_ms else 0.0
+        else:
+            z = math.log(timeout_ms / median) / sigma
+            in_time = 0.5 * math.erfc(-z / math.sqrt(2.0))
+        return answered * in_time
+
     def call(self, request: int, draw: int, t: float, timeout_ms: float) -> Attempt:
         """Request `request`'s `draw`-th call to this node, made at time t."""
         limit = self._limits.at(t)
