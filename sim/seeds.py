@@ -5,8 +5,10 @@
 Prints, per scenario, a Markdown table with each policy's failed requests on every seed, its
 worst success rate and its median cost per successful request, the seeds on which
 Switchyard failed more requests than the best baseline, and, over all the seeds, whether
-Switchyard is behind any baseline by more than luck explains (`behind_by_chance`). The
-ablations (not the live system, see docs/SIMULATION.md) are listed last.
+Switchyard is behind any baseline by more than luck explains (`behind_by_chance`), and how
+far it is from the oracle (`oracle_gap`: success gap, cost premium against the bounds of
+issue #22). The ablations (not the live system, see docs/SIMULATION.md) are listed last.
+`--against-oracle` runs only Switchyard and the oracle and prints only that last line.
 """
 
 from __future__ import annotations
@@ -16,15 +18,22 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from math import exp, lgamma, log
 
 from sim.metrics import Summary
-from sim.runner import ABLATIONS, POLICIES, SWITCHYARD, run_scenario
+from sim.runner import ABLATIONS, ORACLE, POLICIES, SWITCHYARD, run_scenario
 from sim.scenario import load_scenario, scenario_names
 
 BASELINES = ("primary-only", "round-robin", "litellm-cooldown", "envoy-outlier")
 # Behind beyond chance: luck alone would put Switchyard this far behind less often than this.
 SIGNIFICANCE = 0.05
+# Against the oracle (issue #22): Switchyard's success at most this many percentage points
+# below the oracle's, and its cost premium over the healthy baseline at most
+# PREMIUM_FACTOR times the oracle's plus PREMIUM_POINTS.
+SUCCESS_GAP = 0.05
+PREMIUM_FACTOR = 1.25
+PREMIUM_POINTS = 1.0
 
 
 def behind_by_chance(switchyard: int, baseline: int) -> float:
@@ -50,12 +59,66 @@ def summaries_per_seed(
     name: str, policies: Sequence[str], seeds: Sequence[int]
 ) -> dict[str, list[Summary]]:
     """Each policy's figures on each seed of the scenario, in seed order."""
+    return runs_per_seed(name, policies, seeds)[0]
+
+
+def runs_per_seed(
+    name: str, policies: Sequence[str], seeds: Sequence[int]
+) -> tuple[dict[str, list[Summary]], list[Summary]]:
+    """Each policy's figures per seed, and the healthy baseline's per seed."""
     scenario = load_scenario(name)
     runs: dict[str, list[Summary]] = {p: [] for p in policies}
+    healthy: list[Summary] = []
     for seed in seeds:
-        for summary in run_scenario(scenario, policies, seed).summaries:
+        result = run_scenario(scenario, policies, seed)
+        for summary in result.summaries:
             runs[summary.policy].append(summary)
-    return runs
+        healthy.append(result.healthy)
+    return runs, healthy
+
+
+@dataclass(frozen=True, slots=True)
+class OracleGap:
+    """Switchyard against the oracle over all seeds: the issue's two bounds."""
+
+    success_gap: float  # percentage points, Switchyard's success rate minus the oracle's
+    premium: float  # Switchyard's cost per success over the healthy baseline's, percent
+    oracle_premium: float
+
+    @property
+    def premium_bound(self) -> float:
+        """The premium Switchyard may pay: 1.25 times the oracle's plus one point."""
+        return PREMIUM_FACTOR * max(self.oracle_premium, 0.0) + PREMIUM_POINTS
+
+    @property
+    def success_met(self) -> bool:
+        """Within SUCCESS_GAP percentage points of the oracle's success."""
+        return self.success_gap >= -SUCCESS_GAP
+
+    @property
+    def premium_met(self) -> bool:
+        """At most the premium bound."""
+        return self.premium <= self.premium_bound
+
+
+def pooled_premium(summaries: Sequence[Summary], healthy: Sequence[Summary]) -> float:
+    """Cost per successful request over all seeds, against the healthy baseline's, percent."""
+    cost = sum(s.cost for s in summaries) / max(1, sum(s.successes for s in summaries))
+    base = sum(s.cost for s in healthy) / max(1, sum(s.successes for s in healthy))
+    return (cost / base - 1.0) * 100.0 if base > 0 else 0.0
+
+
+def oracle_gap(
+    switchyard: Sequence[Summary], oracle: Sequence[Summary], healthy: Sequence[Summary]
+) -> OracleGap:
+    """Switchyard's success gap and premium against the oracle's, pooled over the seeds."""
+    requests = sum(s.requests for s in switchyard)
+    gap = (
+        100.0
+        * (sum(s.successes for s in switchyard) - sum(s.successes for s in oracle))
+        / max(1, requests)
+    )
+    return OracleGap(gap, pooled_premium(switchyard, healthy), pooled_premium(oracle, healthy))
 
 
 def odds_behind(failed: Mapping[str, int]) -> dict[str, float]:
@@ -66,7 +129,7 @@ def odds_behind(failed: Mapping[str, int]) -> dict[str, float]:
 def robustness_table(name: str, seeds: Sequence[int]) -> str:
     """The Markdown table of one scenario over the seeds."""
     names = (*POLICIES, *ABLATIONS)
-    runs = summaries_per_seed(name, names, seeds)
+    runs, healthy = runs_per_seed(name, names, seeds)
     failed = {p: [s.failed for s in runs[p]] for p in names}
     lines = [
         f"{load_scenario(name).title} ({name}), seeds {seeds[0]} to {seeds[-1]}",
@@ -101,7 +164,25 @@ def robustness_table(name: str, seeds: Sequence[int]) -> str:
         + f"; behind beyond chance (p < {SIGNIFICANCE:g}): "
         + (", ".join(b for b in BASELINES if odds[b] < SIGNIFICANCE) or "none")
     )
+    lines.append("")
+    lines.append(describe(oracle_gap(runs[SWITCHYARD], runs[ORACLE], healthy)))
     return "\n".join(lines)
+
+
+def describe(gap: OracleGap) -> str:
+    """The line about the oracle under a scenario's table."""
+    return (
+        f"Against the oracle, all seeds: success {gap.success_gap:+.3f} pp "
+        f"(bound -{SUCCESS_GAP:g}: {'met' if gap.success_met else 'missed'}); cost premium "
+        f"{gap.premium:+.1f} % against the oracle's {gap.oracle_premium:+.1f} % "
+        f"(bound {gap.premium_bound:+.1f} %: {'met' if gap.premium_met else 'missed'})"
+    )
+
+
+def oracle_line(name: str, seeds: Sequence[int]) -> str:
+    """`describe` from a run of Switchyard and the oracle alone."""
+    runs, healthy = runs_per_seed(name, (SWITCHYARD, ORACLE), seeds)
+    return describe(oracle_gap(runs[SWITCHYARD], runs[ORACLE], healthy))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,11 +190,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", help="default: every shipped scenario")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 1..N (default 10)")
+    parser.add_argument(
+        "--against-oracle",
+        action="store_true",
+        help="only Switchyard and the oracle: one line per scenario",
+    )
     args = parser.parse_args(argv)
     seeds = list(range(1, args.seeds + 1))
     started = time.perf_counter()
     for name in args.scenarios or scenario_names():
-        print(robustness_table(name, seeds), end="\n\n", flush=True)
+        if args.against_oracle:
+            print(f"{name}: {oracle_line(name, seeds)}", flush=True)
+        else:
+            print(robustness_table(name, seeds), end="\n\n", flush=True)
     print(f"{time.perf_counter() - started:.0f} s of wall time", file=sys.stderr)
     return 0
 
