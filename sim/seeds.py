@@ -126,9 +126,9 @@ def odds_behind(failed: Mapping[str, int]) -> dict[str, float]:
     return {b: behind_by_chance(failed[SWITCHYARD], failed[b]) for b in BASELINES}
 
 
-def robustness_table(name: str, seeds: Sequence[int]) -> str:
+def robustness_table(name: str, seeds: Sequence[int], *, ablations: bool = True) -> str:
     """The Markdown table of one scenario over the seeds."""
-    names = (*POLICIES, *ABLATIONS)
+    names = (*POLICIES, *ABLATIONS) if ablations else tuple(POLICIES)
     runs, healthy = runs_per_seed(name, names, seeds)
     failed = {p: [s.failed for s in runs[p]] for p in names}
     lines = [
@@ -190,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", help="default: every shipped scenario")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 1..N (default 10)")
+    parser.add_argument("--without-ablations", action="store_true", help="leave out the ablations")
     parser.add_argument(
         "--against-oracle",
         action="store_true",
@@ -202,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.against_oracle:
             print(f"{name}: {oracle_line(name, seeds)}", flush=True)
         else:
-            print(robustness_table(name, seeds), end="\n\n", flush=True)
+            table = robustness_table(name, seeds, ablations=not args.without_ablations)
+            print(table, end="\n\n", flush=True)
     print(f"{time.perf_counter() - started:.0f} s of wall time", file=sys.stderr)
     return 0
 
