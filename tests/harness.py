@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from api.app import create_app
 from switchyard.settings import Settings
 from worker.main import WORKFLOWS, all_activities
+
+
+@asynccontextmanager
+async def live_api(
+    client: Client, sessions: sessionmaker[Session], settings: Settings
+) -> AsyncIterator[TestClient]:
+    """The API in-process and a full worker on `client`'s server, sharing the test store."""
+    async with live_worker(client, sessions, settings.temporal_task_queue, settings):
+        api = TestClient(create_app(settings, prepare=False))
+        await asyncio.to_thread(api.__enter__)
+        try:
+            yield api
+        finally:
+            await asyncio.to_thread(api.__exit__, None, None, None)
 
 
 @asynccontextmanager

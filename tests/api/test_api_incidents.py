@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest_asyncio
 from fastapi.testclient import TestClient
-from harness import live_worker
+from harness import live_api
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import WorkflowEnvironment
 from test_api_recovery import BASE, SEED_ERROR
 
-from api.app import create_app
 from api.auth import Role
 from store.models import Event
 from switchyard.settings import Settings
@@ -55,13 +54,8 @@ async def live(
         temporal_address=dev_env.client.service_client.config.target_host,
         incident_poll_seconds=0.5,
     )
-    async with live_worker(dev_env.client, sessions, settings.temporal_task_queue, settings):
-        client = TestClient(create_app(settings, prepare=False))
-        await asyncio.to_thread(client.__enter__)
-        try:
-            yield client
-        finally:
-            await asyncio.to_thread(client.__exit__, None, None, None)
+    async with live_api(dev_env.client, sessions, settings) as client:
+        yield client
 
 
 async def call(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from fastapi.testclient import TestClient
-from harness import live_worker
+from harness import live_api
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import WorkflowEnvironment
@@ -48,13 +48,8 @@ async def live(
 ) -> AsyncIterator[TestClient]:
     """The API and a worker on the dev server, sharing the test store."""
     settings = make_settings(temporal_address=dev_env.client.service_client.config.target_host)
-    async with live_worker(dev_env.client, sessions, settings.temporal_task_queue):
-        client = TestClient(create_app(settings, prepare=False))
-        await asyncio.to_thread(client.__enter__)
-        try:
-            yield client
-        finally:
-            await asyncio.to_thread(client.__exit__, None, None, None)
+    async with live_api(dev_env.client, sessions, settings) as client:
+        yield client
 
 
 async def _post(client: TestClient, path: str, body: object, headers: dict[str, str]) -> Any:

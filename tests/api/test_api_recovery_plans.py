@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest_asyncio
 from fastapi.testclient import TestClient
-from harness import live_worker
+from harness import live_api
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from api.app import create_app
 from api.auth import Role
 from switchyard.settings import Settings
 
@@ -43,13 +42,8 @@ async def live(
 ) -> AsyncIterator[TestClient]:
     """The API and a worker on the dev server, sharing the test store."""
     settings = make_settings(temporal_address=dev_env.client.service_client.config.target_host)
-    async with live_worker(dev_env.client, sessions, settings.temporal_task_queue):
-        client = TestClient(create_app(settings, prepare=False))
-        await asyncio.to_thread(client.__enter__)
-        try:
-            yield client
-        finally:
-            await asyncio.to_thread(client.__exit__, None, None, None)
+    async with live_api(dev_env.client, sessions, settings) as client:
+        yield client
 
 
 async def test_plans_pin_the_recovery_and_unknown_ids_are_reported(
