@@ -6,8 +6,8 @@ and the simulator can all call the same code with the same results.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -268,6 +268,9 @@ class RoutingSnapshot:
     # constraints): it depends on the catalog alone, which a snapshot never changes, and
     # callers send the same few constraints again and again (routing/eligibility.py).
     constrained: dict[Any, Any] = field(init=False, default_factory=dict, compare=False, repr=False)
+    # What the snapshot says about the same (service, operation, constraints) for decisions:
+    # screened nodes and remembered choices (routing/screen.py).
+    screens: dict[Any, Any] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         restricted, weighted = [], []
@@ -350,9 +353,16 @@ class BusinessOutcome:
     customer_impact_reduction: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RoutingDecision:
-    """The node chosen for a request, with the reasoning and estimates behind it."""
+    """The node chosen for a request, with the reasoning and estimates behind it.
+
+    The explanation (``strategy_reason``, ``reason``, ``outcome``, ``exclusions``) of a
+    decision made by `routing.decide` is worked out when it is first read (`explained_later`):
+    many decisions are read only for their node (a retry's tiers, the simulator). Read,
+    compared, replaced, copied or pickled, it is the same as if it had been given to the
+    constructor.
+    """
 
     node: ProviderNode
     health: NodeHealth
@@ -375,6 +385,10 @@ class RoutingDecision:
     forecast: ForecastUse | None = None
     # A recovery's redundancy plan for an idempotent operation (routing/redundancy.py).
     hedge: Hedge | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Every field by name, the explanation worked out: a copy or pickle holds values."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +441,96 @@ class EmergencyRequired(Exception):
         super().__init__(
             f"requireEmergencyOverride: no emergency override is active for service {service!r}"
         )
+
+
+# What a decision's explanation is worked out from: a function and its arguments (not a
+# closure, so that a decision still pickles). It returns the four explained fields by name.
+Explanation = tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]
+EXPLAINED_FIELDS = ("strategy_reason", "reason", "outcome", "exclusions")
+
+
+class _Explained:
+    """A RoutingDecision field that may be worked out on first read (`explained_later`).
+
+    A data descriptor on the class: the dataclass's own __init__, __eq__, __repr__ and
+    dataclasses.replace read and write the field through it, so they see the value either way.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        values = obj.__dict__
+        try:
+            return values[self.name]
+        except KeyError:
+            pass
+        explanation: Explanation | None = values.get("_explanation")
+        if explanation is not None:
+            explain, arguments = explanation
+            values.update(explain(*arguments))
+            values.pop("_explanation", None)
+        return values[self.name]
+
+    def __set__(self, obj: object, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+for _name in EXPLAINED_FIELDS:
+    setattr(RoutingDecision, _name, _Explained(_name))
+
+_new_decision = object.__new__
+_set_state = object.__setattr__
+
+
+def explained_later(
+    node: ProviderNode,
+    health: NodeHealth,
+    strategy: Strategy,
+    estimated_cost: float,
+    estimated_latency: float,
+    estimated_success_rate: float,
+    confidence_score: float,
+    emergency_applied: bool,
+    recovery_override_applied: bool,
+    effective_budget_remaining: float | None,
+    failure_probability: float,
+    optimization_seconds: float,
+    forecast: ForecastUse | None,
+    hedge: Hedge | None,
+    explanation: Explanation,
+) -> RoutingDecision:
+    """A decision whose explained fields come from ``explanation`` when first read.
+
+    Skips the frozen dataclass's __init__ (a setattr per field) on the hot path.
+    """
+    decision: RoutingDecision = _new_decision(RoutingDecision)
+    _set_state(
+        decision,
+        "__dict__",
+        {
+            "node": node,
+            "health": health,
+            "strategy": strategy,
+            "estimated_cost": estimated_cost,
+            "estimated_latency": estimated_latency,
+            "estimated_success_rate": estimated_success_rate,
+            "confidence_score": confidence_score,
+            "emergency_applied": emergency_applied,
+            "recovery_override_applied": recovery_override_applied,
+            "effective_budget_remaining": effective_budget_remaining,
+            "failure_probability": failure_probability,
+            "optimization_seconds": optimization_seconds,
+            "forecast": forecast,
+            "hedge": hedge,
+            "_explanation": explanation,
+        },
+    )
+    return decision
 
 
 class NoEligibleNode(Exception):

@@ -10,14 +10,18 @@ same answer as this one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from routing.budget import server_remaining, tighter
 from routing.eligibility import constrain_request, filter_nodes, override_for
+from routing.forecast import forecast_use, screen, weighed
 from routing.outcome import business_outcome, confidence_score
+from routing.redundancy import affordable, hedged_cost, plan_hedge
 from routing.selection import pick_strategy
 from routing.strategies import Figures, choose_index, effective_health
 from routing.types import (
+    EmergencyRequired,
     Exclusion,
     ExclusionReason,
     NoEligibleNode,
@@ -36,6 +40,7 @@ def reference_decide(
     *,
     rate_limited_eligible: bool = False,
     hold_yields: bool = True,
+    clock: Callable[[], float] | None = None,
 ) -> RoutingDecision:
     """`routing.decide`, computed the straightforward way."""
     service = request.service
@@ -46,6 +51,8 @@ def reference_decide(
     health = snapshot.health
     emergency = snapshot.emergencies.get(service)
     emergency_active = emergency is not None and emergency.active_at(now)
+    if request.require_emergency_override and not emergency_active:
+        raise EmergencyRequired(service)
     budget = snapshot.budgets.get(service)
     remaining = tighter(
         request.remaining_budget, server_remaining(budget, emergency, emergency_active)
@@ -81,6 +88,7 @@ def reference_decide(
     if not eligible:
         raise NoEligibleNode(service, constrained.exclusions + tuple(exclusions))
 
+    started = clock() if clock is not None else 0.0
     strategy, strategy_reason = pick_strategy(
         request,
         nodes,
@@ -90,7 +98,22 @@ def reference_decide(
     )
     weighted = service in snapshot.weighted
     node = eligible[choose_index(strategy, eligible, figures, emergency_active, request, weighted)]
+    forecast = None
+    if request.require_predictive_analytics:
+        plain = node
+        kept, kept_figures, screened = screen(eligible, figures)
+        seen, seen_figures = weighed(kept, kept_figures)
+        index = choose_index(strategy, seen, seen_figures, emergency_active, request, weighted)
+        node = kept[index]
+        forecast = forecast_use(node, plain, eligible, figures, health)
+        exclusions = exclusions + screened
+    optimization_seconds = clock() - started if clock is not None else 0.0
     live = effective_health(node, health)
+    hedge = None
+    if override is not None and override.standby is not None:
+        ids = tuple(n.node_id for n in eligible)
+        hedge = plan_hedge(request, snapshot, override, node, live, ids)
+        hedge = affordable(hedge, node.cost_per_request, request, remaining)
     return RoutingDecision(
         node=node,
         health=live,
@@ -100,7 +123,9 @@ def reference_decide(
             f"Selected {node.provider_name} using {strategy} strategy, "
             f"health score: {live.health_score:g}"
         ),
-        estimated_cost=node.cost_per_request,
+        estimated_cost=node.cost_per_request
+        if hedge is None
+        else hedged_cost(node.cost_per_request, hedge),
         estimated_latency=live.latency_ms,
         estimated_success_rate=live.success_rate,
         outcome=business_outcome(request, node, live, nodes),
@@ -110,4 +135,7 @@ def reference_decide(
         exclusions=constrained.exclusions + tuple(exclusions),
         effective_budget_remaining=remaining,
         failure_probability=live.failure_probability,
+        optimization_seconds=optimization_seconds,
+        forecast=forecast,
+        hedge=hedge,
     )
