@@ -21,7 +21,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 
 from routing.breaker import BreakerReason
-from routing.eligibility import CONSTRAINED_MEMO, admission_bucket, constrain_request
+from routing.eligibility import admission_bucket, constrain_request
 from routing.rules import Constrained
 from routing.strategies import Figures, choose_index, effective_health
 from routing.types import (
@@ -34,8 +34,11 @@ from routing.types import (
     Strategy,
 )
 
-# Distinct (cut, request exclusions) a screen remembers per base; more are computed each time.
-CHOICES_MEMO = 256
+# Bounds on what a snapshot remembers (it lives until the next reload): distinct (service,
+# operation, constraints) screened, and distinct (cut, request exclusions) per screen and
+# setting. Past them, decisions are computed each time (the first bound: node by node).
+SCREENS_MEMO = 64
+CHOICES_MEMO = 64
 
 
 class Eligible:
@@ -219,7 +222,7 @@ def screen_for(request: RoutingRequest, snapshot: RoutingSnapshot) -> Screen | N
         return found
     constrained = constrain_request(request, snapshot)
     if found is None:
-        if len(memo) < CONSTRAINED_MEMO:
+        if len(memo) < SCREENS_MEMO:
             memo[key] = _SEEN
         return None
     screen = Screen(constrained, snapshot.health)
