@@ -178,7 +178,7 @@ def requests(draw: st.DrawFn, snapshot: RoutingSnapshot) -> RoutingRequest:
 def scenarios(draw: st.DrawFn) -> tuple[RoutingSnapshot, list[RoutingRequest]]:
     """A snapshot and a run of requests against it, some of them repeated."""
     snapshot = draw(snapshots())
-    run = draw(st.lists(requests(snapshot), min_size=1, max_size=6))
+    run = draw(st.lists(requests(snapshot), min_size=1, max_size=4))
     return snapshot, run + draw(st.permutations(run))
 
 
@@ -213,7 +213,7 @@ def assert_same(
 
 
 @seed(21)
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.booleans(), st.booleans())
 def test_decide_matches_the_straightforward_decision(
     scenario: tuple[RoutingSnapshot, list[RoutingRequest]],
@@ -229,8 +229,27 @@ def test_decide_matches_the_straightforward_decision(
         assert_same(outcome(request, snapshot, True, **flags), want)
 
 
+@st.composite
+def one_request(draw: st.DrawFn) -> tuple[RoutingSnapshot, RoutingRequest]:
+    snapshot = draw(snapshots())
+    return snapshot, draw(requests(snapshot))
+
+
 @seed(21)
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(one_request())
+def test_each_strategy_gets_its_own_choice_from_one_screen(
+    scenario: tuple[RoutingSnapshot, RoutingRequest],
+) -> None:
+    snapshot, request = scenario
+    # The same eligible set under every strategy: the screen remembers a choice per strategy.
+    for strategy in [*Strategy, *Strategy]:
+        asked = dataclasses.replace(request, preferred_strategy=strategy)
+        assert_same(outcome(asked, snapshot, True), outcome(asked, snapshot, False))
+
+
+@seed(21)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_explanation_read_late_is_the_one_read_at_once(
     scenario: tuple[RoutingSnapshot, list[RoutingRequest]],
