@@ -138,6 +138,9 @@ def filter_nodes(
     refused calls for rate limiting, and a request outside a rate-limited node's admitted
     share (a caller's retry: one call, which a rate limit that refuses volume still takes);
     ``shares_apply=False`` ignores admitted shares alone (`decide` when they leave nothing).
+
+    routing/screen.py states which nodes pass again, split into what depends on the snapshot
+    alone and what on the request: a new test here goes there too.
     """
     eligible: list[ProviderNode] = []
     figures: list[Figures] = []

@@ -10,9 +10,11 @@ left), which cuts the screened nodes sorted by cost at one place. The eligible s
 figures and the node each strategy prefers among them are then remembered per (cut, request
 exclusions): callers send the same few budgets and limits again and again.
 
-The rules themselves stay where they are (routing/eligibility.py for the order of the
-checks and the exclusions' wording, routing/strategies.py for the scoring): a screen only
-decides which nodes pass and calls the strategies on them.
+The rules' order and wording stay in routing/eligibility.py (`filter_nodes`, which also
+writes a screened decision's exclusions) and the scoring in routing/strategies.py, which a
+screen calls. Which nodes pass is stated twice, there and here (`Screen.base`,
+`Screen.eligible`): a test added to `filter_nodes` is added here too, and
+tests/routing/test_routing_equivalence.py fails until it is.
 """
 
 from __future__ import annotations
