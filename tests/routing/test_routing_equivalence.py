@@ -183,12 +183,22 @@ def scenarios(draw: st.DrawFn) -> tuple[RoutingSnapshot, list[RoutingRequest]]:
 
 
 def outcome(
-    request: RoutingRequest, snapshot: RoutingSnapshot, fast: bool, **flags: bool
+    request: RoutingRequest,
+    snapshot: RoutingSnapshot,
+    fast: bool,
+    *,
+    rate_limited_eligible: bool = False,
+    hold_yields: bool = True,
 ) -> RoutingDecision | NoEligibleNode:
+    choose = decide if fast else reference_decide
     try:
-        if fast:
-            return decide(request, snapshot, NOW, **flags)
-        return reference_decide(request, snapshot, NOW, **flags)
+        return choose(
+            request,
+            snapshot,
+            NOW,
+            rate_limited_eligible=rate_limited_eligible,
+            hold_yields=hold_yields,
+        )
     except NoEligibleNode as error:
         return error
 
@@ -311,3 +321,17 @@ def test_a_snapshot_changes_its_answer_with_its_health() -> None:
 
     assert decision_for(CATALOG).node.node_id == "cheap"
     assert decision_for(healed).node.node_id == "fast"
+
+
+def test_a_screened_decision_times_its_choice_as_the_first() -> None:
+    ticks = iter(range(100))
+    request = RoutingRequest(SERVICE, "pay", request_id="r")
+
+    def clock() -> float:
+        return float(next(ticks)) ** 2
+
+    first = decide(request, CATALOG, NOW, clock=clock)  # node by node: clock reads 0, 1
+    screened = decide(request, CATALOG, NOW, clock=clock)  # from the screen: reads 4, 9
+
+    assert (first.optimization_seconds, screened.optimization_seconds) == (1.0, 5.0)
+    assert dataclasses.replace(screened, optimization_seconds=1.0) == first
