@@ -37,7 +37,15 @@ from routing import (
     decide,
 )
 from routing.breaker import BreakerReason
-from routing.types import EXPLAINED_FIELDS, Constraints, ServiceRules
+from routing.types import (
+    EXPLAINED_FIELDS,
+    NO_BUSINESS_CONTEXT,
+    BusinessContext,
+    Constraints,
+    CustomerImpact,
+    EmergencyRequired,
+    ServiceRules,
+)
 
 SERVICE = "svc"
 OTHER = ProviderNode("other_node", "other", "Other", "r0", 100.0, 0.0, 1.0, 100.0)
@@ -113,6 +121,8 @@ def snapshots(draw: st.DrawFn) -> RoutingSnapshot:
             st.frozensets(st.sampled_from(ids)),
             st.none() | strategies,
             fractions,
+            # A redundancy plan's standby, now and then: decisions under one go node by node.
+            st.integers(0, 3).flatmap(lambda k: st.sampled_from(ids) if k == 0 else st.none()),
         )
     )
     emergency = draw(
@@ -140,13 +150,16 @@ def snapshots(draw: st.DrawFn) -> RoutingSnapshot:
     defaults = draw(
         st.dictionaries(st.sampled_from(OPERATIONS), constraints(ids), max_size=len(OPERATIONS))
     )
+    idempotent = draw(st.frozensets(st.sampled_from(OPERATIONS)))
     return RoutingSnapshot(
         nodes={SERVICE: nodes, "other": (OTHER,)},
         health=health,
         overrides={SERVICE: override} if override else {},
         emergencies={SERVICE: emergency} if emergency else {},
         budgets={SERVICE: budget} if budget else {},
-        rules={SERVICE: ServiceRules(defaults)} if defaults else {},
+        rules={SERVICE: ServiceRules(defaults, idempotent=idempotent)}
+        if defaults or idempotent
+        else {},
     )
 
 
@@ -171,6 +184,13 @@ def requests(draw: st.DrawFn, snapshot: RoutingSnapshot) -> RoutingRequest:
         preferred_strategy=draw(st.none() | strategies),
         failed_providers=draw(st.just(frozenset()) | st.frozensets(st.sampled_from(ids))),
         constraints=draw(constraints(ids)),
+        # Now and then: a forecast is weighed node by node, a required emergency may refuse.
+        require_predictive_analytics=draw(st.sampled_from([False, False, False, True])),
+        require_emergency_override=draw(st.sampled_from([False, False, False, True])),
+        business=draw(
+            st.just(NO_BUSINESS_CONTEXT)
+            | st.builds(BusinessContext, customer_impact=st.sampled_from(list(CustomerImpact)))
+        ),
     )
 
 
@@ -189,7 +209,7 @@ def outcome(
     *,
     rate_limited_eligible: bool = False,
     hold_yields: bool = True,
-) -> RoutingDecision | NoEligibleNode:
+) -> RoutingDecision | NoEligibleNode | EmergencyRequired:
     choose = decide if fast else reference_decide
     try:
         return choose(
@@ -199,13 +219,18 @@ def outcome(
             rate_limited_eligible=rate_limited_eligible,
             hold_yields=hold_yields,
         )
-    except NoEligibleNode as error:
+    except (NoEligibleNode, EmergencyRequired) as error:
         return error
 
 
 def assert_same(
-    got: RoutingDecision | NoEligibleNode, want: RoutingDecision | NoEligibleNode
+    got: RoutingDecision | NoEligibleNode | EmergencyRequired,
+    want: RoutingDecision | NoEligibleNode | EmergencyRequired,
 ) -> None:
+    if isinstance(want, EmergencyRequired):
+        assert isinstance(got, EmergencyRequired)
+        assert (got.service, str(got)) == (want.service, str(want))
+        return
     if isinstance(want, NoEligibleNode):
         assert isinstance(got, NoEligibleNode)
         assert (got.service, got.exclusions, got.constraint, str(got)) == (
@@ -223,7 +248,7 @@ def assert_same(
 
 
 @seed(21)
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.booleans(), st.booleans())
 def test_decide_matches_the_straightforward_decision(
     scenario: tuple[RoutingSnapshot, list[RoutingRequest]],
@@ -253,8 +278,19 @@ def test_each_strategy_gets_its_own_choice_from_one_screen(
 ) -> None:
     snapshot, request = scenario
     # The same eligible set under every strategy: the screen remembers a choice per strategy.
+    # The request constrains little, so that the set often holds several nodes.
+    open_request = dataclasses.replace(
+        request,
+        operation="",
+        constraints=Constraints(),
+        failed_providers=frozenset(),
+        remaining_budget=None,
+        cost_per_request_limit=None,
+        require_predictive_analytics=False,
+        require_emergency_override=False,
+    )
     for strategy in [*Strategy, *Strategy]:
-        asked = dataclasses.replace(request, preferred_strategy=strategy)
+        asked = dataclasses.replace(open_request, preferred_strategy=strategy)
         assert_same(outcome(asked, snapshot, True), outcome(asked, snapshot, False))
 
 
