@@ -3,7 +3,9 @@ tokens, and Temporal environments from the pip packages (no download)."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import secrets
 import sys
 import uuid
@@ -11,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import hypothesis
+import hypothesis.internal.conjecture
 import pytest
 import pytest_asyncio
 from fastapi.testclient import TestClient
@@ -51,6 +54,15 @@ _UNTIMED = hypothesis.settings(
 hypothesis.settings.register_profile("ci", _UNTIMED, derandomize=True, database=None)
 hypothesis.settings.register_profile("explore", _UNTIMED, derandomize=False, database=None)
 hypothesis.settings.load_profile(os.environ.get("SWITCHYARD_HYPOTHESIS_PROFILE", "ci"))
+
+# Hypothesis imports some of its modules on first use, and pytest rewrites and compiles each
+# one then. Inside a property test Hypothesis has raised the recursion limit, and CPython
+# 3.11.7's compiler can fail there ("AST constructor recursion depth mismatch", fixed in
+# 3.11.8): on a clean clone, whose caches are empty, one property test failed so. Importing
+# them here, at collection, leaves nothing to compile mid-test.
+_ENGINE = hypothesis.internal.conjecture  # the engine's modules: the shrinker, the optimiser...
+for _module in pkgutil.walk_packages(_ENGINE.__path__, f"{_ENGINE.__name__}."):
+    importlib.import_module(_module.name)
 
 
 @pytest.fixture(scope="session")
