@@ -7,9 +7,9 @@ Definitions are in docs/ANALYTICS.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -43,6 +43,12 @@ from store.models import (
 # An error stream or monitoring session counts as a live backend connection this long.
 CONNECTION_WINDOW = timedelta(minutes=15)
 RESOLVED_STATUS = "resolved"
+_Sum = TypeVar("_Sum", "CoordinationTotals", "BeforeAfter")
+
+
+def _field_sum(a: _Sum, b: _Sum) -> _Sum:
+    """Two sums of the same kind (a dataclass of numbers) added field by field."""
+    return type(a)(*(x + y for x, y in zip(astuple(a), astuple(b), strict=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +64,7 @@ class CoordinationTotals:
     revenue_protected: float = 0.0
 
     def __add__(self, other: CoordinationTotals) -> CoordinationTotals:
-        return CoordinationTotals(
-            self.coordinations + other.coordinations,
-            self.successful + other.successful,
-            self.backend_integrated + other.backend_integrated,
-            self.coordination_ms + other.coordination_ms,
-            self.cost_savings + other.cost_savings,
-            self.revenue_protected + other.revenue_protected,
-        )
+        return _field_sum(self, other)
 
     def _share(self, part: float) -> float:
         return part / self.coordinations if self.coordinations else 0.0
@@ -297,14 +296,7 @@ class BeforeAfter:
     declared_minutes: float = 0.0
 
     def __add__(self, other: BeforeAfter) -> BeforeAfter:
-        return BeforeAfter(
-            self.successful + other.successful,
-            self.cost + other.cost,
-            self.reference_cost + other.reference_cost,
-            self.resolved + other.resolved,
-            self.resolution_minutes + other.resolution_minutes,
-            self.declared_minutes + other.declared_minutes,
-        )
+        return _field_sum(self, other)
 
 
 def primary_costs(*, session: Session) -> dict[str, float]:
