@@ -229,10 +229,16 @@ def filter_nodes(
             continue
         eligible.append(node)
         if live is None:
-            figures.append((node.health_score, node.success_rate, node.latency_ms, 0.0))
+            figures.append((node.health_score, node.success_rate, node.latency_ms, 0.0, 0))
         else:
             figures.append(
-                (live.health_score, live.success_rate, live.latency_ms, live.failure_probability)
+                (
+                    live.health_score,
+                    live.success_rate,
+                    live.latency_ms,
+                    live.failure_probability,
+                    live.observations,
+                )
             )
     return eligible, figures, exclusions
 

@@ -69,7 +69,7 @@ def weighed(
     for node, f in zip(nodes, figures, strict=True):
         q = survival(f)
         out_nodes.append(replace(node, cost_per_request=node.cost_per_request / q))
-        out_figures.append((f[0] * q, f[1] * q, f[2] / q, f[3]))
+        out_figures.append((f[0] * q, f[1] * q, f[2] / q, f[3], f[4]))
     return out_nodes, out_figures
 
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from routing.breaker import BreakerReason
 from routing.eligibility import admission_bucket, constrain_request
 from routing.rules import Constrained
-from routing.strategies import Figures, choose_index, effective_health
+from routing.strategies import Figures, choose_index, effective_health, live_figures
 from routing.types import (
     BreakerState,
     NodeHealth,
@@ -93,10 +93,7 @@ class Screen:
         self.slot = {node.node_id: i for i, node in enumerate(nodes)}
         self.costs = [node.cost_per_request for node in nodes]
         self.lives = lives = [effective_health(node, health) for node in nodes]
-        self.figures: list[Figures] = [
-            (live.health_score, live.success_rate, live.latency_ms, live.failure_probability)
-            for live in lives
-        ]
+        self.figures: list[Figures] = [live_figures(live) for live in lives]
         self._bases: dict[tuple[bool, bool], Base | None] = {}
 
     def base(self, emergency_active: bool, rate_limited_eligible: bool) -> Base | None:

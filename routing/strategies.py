@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
+from routing.health import HealthConfig
 from routing.rules import WEIGHT_TOLERANCE, weighted_pick
 from routing.types import NodeHealth, ProviderNode, RoutingRequest, RoutingSnapshot, Strategy
 
-# (health score, success rate, latency, failure probability) as the strategies see a node.
-Figures = tuple[float, float, float, float]
+# (health score, success rate, latency, failure probability, observations) as the strategies
+# see a node; observations: the outcomes in its health window behind live figures, 0 for the
+# catalog's.
+Figures = tuple[float, float, float, float, int]
 SortKey = tuple[float, ...]
 
 
@@ -31,6 +34,20 @@ EMERGENCY_HYBRID_WEIGHTS = HybridWeights(
 )
 
 
+# Nodes whose chances of success are this close are equally likely to succeed (percentage
+# points; the simulator's oracle uses the same tolerance, sim/oracle.py) ...
+NEAR_TIE_POINTS = 0.5
+# ... and so are nodes whose chances differ by less than this many standard errors of the
+# difference: live figures rest on a window of at most 100 outcomes, where one chance failure
+# moves a node's success rate by about a point (docs/ROUTING.md, "Near ties").
+NEAR_TIE_Z = 2.0
+_Z_SQUARED = NEAR_TIE_Z**2 * 1e4  # in points squared
+# The catalog figures count as this many outcomes in the live blend (routing/health.py).
+_PRIOR_WEIGHT = HealthConfig().prior_weight
+# Health points per error budget used beyond the catalog's (routing/health.py).
+_ERROR_WEIGHT = HealthConfig().error_weight
+
+
 def effective_health(node: ProviderNode, health: Mapping[str, NodeHealth]) -> NodeHealth:
     """The node's live health when known, else its catalog figures with no failure risk."""
     live = health.get(node.node_id)
@@ -40,11 +57,28 @@ def effective_health(node: ProviderNode, health: Mapping[str, NodeHealth]) -> No
 
 
 def node_figures(node: ProviderNode, health: Mapping[str, NodeHealth]) -> Figures:
-    """(health score, success rate, latency, failure probability) the strategies score."""
+    """(health score, success rate, latency, failure probability, observations) the
+    strategies score."""
     live = health.get(node.node_id)
     if live is None:
-        return (node.health_score, node.success_rate, node.latency_ms, 0.0)
-    return (live.health_score, live.success_rate, live.latency_ms, live.failure_probability)
+        return catalog_figures(node)
+    return live_figures(live)
+
+
+def catalog_figures(node: ProviderNode) -> Figures:
+    """The figures of a node with no live health: the catalog's, no failure risk."""
+    return (node.health_score, node.success_rate, node.latency_ms, 0.0, 0)
+
+
+def live_figures(live: NodeHealth) -> Figures:
+    """The figures of a node's live health."""
+    return (
+        live.health_score,
+        live.success_rate,
+        live.latency_ms,
+        live.failure_probability,
+        live.observations,
+    )
 
 
 def hybrid_scores(
@@ -56,7 +90,7 @@ def hybrid_scores(
     min_latency = max(0.0, min([f[2] for f in figures]))
     min_cost = max(0.0, min([n.cost_per_request for n in nodes]))
     scores = []
-    for node, (health, success, latency, failure) in zip(nodes, figures, strict=True):
+    for node, (health, success, latency, failure, _) in zip(nodes, figures, strict=True):
         cost = node.cost_per_request
         # The best node scores 1 on latency and cost; a zero figure can only be the best
         # one, and dividing by it would fail, so it scores 1 too.
@@ -70,6 +104,70 @@ def hybrid_scores(
             - w_failure * failure
         )
     return scores
+
+
+def _weight(observations: int) -> float:
+    """A blend's variance per unit p (1 - p): n / (k + n)^2 for n observed outcomes.
+
+    A blend (k catalog + n observed) / (k + n) varies with its n observed outcomes alone; a
+    catalog-only figure (n = 0) does not vary.
+    """
+    return observations / (_PRIOR_WEIGHT + observations) ** 2 if observations else 0.0
+
+
+def near_ties(figures: Sequence[Figures]) -> list[int]:
+    """Indices of the nodes about as likely to succeed as the most likely one.
+
+    A node's chance is its success rate; its predicted risk is a forecast of an SLO breach,
+    not a per-call chance, and keeps its own term in the score. The most likely node and
+    every node whose success rate is at most NEAR_TIE_POINTS below it, or at most NEAR_TIE_Z
+    standard errors of the difference of the two blends: variance p (1 - p) (w_a + w_b),
+    p the pair's mean, w per `_weight` (two catalog-only nodes differ without noise).
+    """
+    successes = [f[1] for f in figures]
+    best = max(successes)
+    anchor = _weight(figures[successes.index(best)][4])
+    tied = []
+    for i, success in enumerate(successes):
+        gap = best - success
+        if gap <= NEAR_TIE_POINTS:
+            tied.append(i)
+            continue
+        n = figures[i][4]
+        if n or anchor:
+            spread = anchor + _weight(n)
+            p = (best + success) / 200.0
+            if gap * gap <= _Z_SQUARED * p * (1.0 - p) * spread:
+                tied.append(i)
+    return tied
+
+
+def leveled(nodes: Sequence[ProviderNode], figures: Sequence[Figures]) -> Sequence[Figures]:
+    """The figures the strategies rank by: near ties (`near_ties`) leveled.
+
+    Among nodes about as likely to succeed as the most likely one, the gap in success rate is
+    noise, so each of them is scored with the best success rate among them, and its health
+    score with the points that gap cost it: HealthConfig.error_weight per error budget, as
+    `routing.health.health_score` takes them, on the observed share n / (k + n) of the
+    blend (a catalog score is the catalog's, whatever its success rate). Latency, cost, the
+    predicted risk and what the health score holds besides errors still tell the nodes apart.
+    """
+    if len(figures) < 2:
+        return figures
+    tied = near_ties(figures)
+    if len(tied) < 2:
+        return figures
+    best = max(figures[i][1] for i in tied)
+    out = list(figures)
+    for i in tied:
+        health, success, latency, failure, observations = figures[i]
+        if success < best:
+            # Only the observed part of a blend moves with its errors: n / (k + n) of it.
+            slo = nodes[i].error_rate_slo
+            share = observations / (_PRIOR_WEIGHT + observations)
+            gain = share * _ERROR_WEIGHT * (best - success) / slo if slo > 0 else 0.0
+            out[i] = (min(100.0, health + gain), best, latency, failure, observations)
+    return out
 
 
 # Each key function returns one sort key per node, smallest is best; the catalog index is
@@ -135,6 +233,7 @@ def best_index(
         if not nodes:
             raise ValueError("no nodes to choose from")
         return 0
+    figures = leveled(nodes, figures)
     if strategy == Strategy.HYBRID_OPTIMIZATION:
         # Hot path shortcut with the same result as the keys: max() keeps the first of equal
         # scores, which is catalog order.
@@ -175,6 +274,7 @@ def _primary_figures(
     emergency_active: bool,
 ) -> list[float]:
     """What each strategy ranks by first, higher is better (for weights' tolerance)."""
+    figures = leveled(nodes, figures)
     if strategy == Strategy.HYBRID_OPTIMIZATION:
         return hybrid_scores(nodes, figures, emergency_active)
     if strategy == Strategy.COST_OPTIMIZED:
@@ -206,6 +306,6 @@ def rank(
     """All ``nodes`` ordered best first under the strategy (empty in, empty out)."""
     if not nodes:
         return ()
-    figures = [node_figures(n, snapshot.health) for n in nodes]
+    figures = leveled(nodes, [node_figures(n, snapshot.health) for n in nodes])
     keys = STRATEGY_KEYS[strategy](nodes, figures, emergency_active)
     return tuple(nodes[int(k[-1])] for k in sorted(keys))

@@ -81,7 +81,7 @@ def test_recovery_table(
 NODES = (
     node("primary", health=95, success=99.8, latency=150, cost=0.02),
     node("second", health=90, success=99.5, latency=180, cost=0.03),
-    node("third", health=85, success=99.0, latency=120, cost=0.01),
+    node("third", health=85, success=98.9, latency=120, cost=0.01),
 )
 SNAP = snapshot_of(*NODES)
 PRIMARY_FAILED = frozenset({"primary"})

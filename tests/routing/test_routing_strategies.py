@@ -22,7 +22,7 @@ BEST_HEALTH = node("best_health", health=99, success=97.0, latency=400, cost=0.0
 CHEAPEST = node("cheapest", health=70, success=96.0, latency=500, cost=0.001)
 FASTEST = node("fastest", health=72, success=95.0, latency=20, cost=0.05)
 MOST_AVAILABLE = node("most_available", health=80, success=99.9, latency=400, cost=0.05)
-BALANCED = node("balanced", health=95, success=99.5, latency=40, cost=0.002)
+BALANCED = node("balanced", health=95, success=99.3, latency=40, cost=0.002)
 FIVE = snapshot_of(BEST_HEALTH, CHEAPEST, FASTEST, MOST_AVAILABLE, BALANCED)
 
 
@@ -68,7 +68,7 @@ def test_rank_of_nothing_is_empty() -> None:
 
 def test_health_ties_break_on_success_then_cost_then_catalog_order() -> None:
     nodes = (
-        node("a", health=90, success=99.0, cost=0.02),
+        node("a", health=90, success=98.9, cost=0.02),
         node("b", health=90, success=99.5, cost=0.03),
         node("c", health=90, success=99.5, cost=0.01),
         node("d", health=90, success=99.5, cost=0.01),
