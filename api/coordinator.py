@@ -272,8 +272,10 @@ async def execute_coordination(
             request = replace(
                 request, remaining_budget=runtime.callers.remaining(caller_key, declared)
             )
+        # Nodes whose rate capacity this process used up this second: as if their share were 0.
+        view = runtime.headroom.view(snapshot, now)
         try:
-            decision = choose(request, snapshot, now, clock=time.perf_counter)
+            decision = choose(request, view, now, clock=time.perf_counter)
         except NoEligibleNode as exc:
             raise no_eligible_error(exc) from exc
         except EmergencyRequired as exc:
@@ -316,6 +318,7 @@ async def execute_coordination(
         if refusal is not None and caller_key is not None:
             runtime.callers.refund(caller_key, decision.estimated_cost)
         if refusal is None:
+            runtime.headroom.sent(view, decision.node.node_id, now)
             if audit_scope is not None:
                 mark_audited(audit_scope)
             return answer.final(_ms(started, time.perf_counter()))

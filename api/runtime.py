@@ -16,6 +16,7 @@ from api.decision_writer import DecisionWriter
 from api.incident_guard import IncidentProtector
 from api.receipt_sealer import ReceiptSealer
 from api.snapshot import SnapshotCache
+from routing.headroom import Headroom
 from routing.monitoring import monitoring_window
 from switchyard.settings import Settings
 from temporal_client.client import connect
@@ -35,6 +36,8 @@ class ApiRuntime:
     receipts: ReceiptSealer
     incidents: IncidentProtector
     callers: CallerBudgets = field(default_factory=CallerBudgets)
+    # Calls this process sent per second to nodes with a known rate capacity.
+    headroom: Headroom = field(default_factory=Headroom)
     _temporal: Client | None = None
     _temporal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

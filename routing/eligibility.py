@@ -195,7 +195,10 @@ def filter_nodes(
                 Exclusion(
                     node_id,
                     ExclusionReason.RATE_LIMIT_SHARE,
-                    f"refusing calls for rate limiting: offered {live.admitted_share:.0%} "
+                    f"its rate capacity ({live.rate_capacity:g} calls per second) is spent "
+                    "for this second"
+                    if live.headroom_spent
+                    else f"refusing calls for rate limiting: offered {live.admitted_share:.0%} "
                     "of requests",
                 )
             )

@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from routing import breaker
-from routing.admission import FULL, NOTIFY_STEP, Admission, AdmissionConfig, admit
+from routing.admission import FULL, NOTIFY_STEP, Admission, AdmissionConfig, admit, seen_capacity
 from routing.breaker import BreakerConfig, BreakerReason, BreakerStatus, call_stats
 from routing.prediction import Prediction, PredictionConfig, Sample, predict
 from routing.types import BreakerState, ProviderNode
@@ -263,6 +263,9 @@ def assess(
         serving=current.state is BreakerState.CLOSED,
         now=now,
         config=config.admission,
+        capacity=seen_capacity(
+            observations, now, admission.capacity_at_time(now, config.admission)
+        ),
     )
     figures = health_figures(node, calls, config.health)
     prediction = predict(
@@ -357,12 +360,14 @@ def moved_at_once(
 ) -> bool:
     """Whether routing must see the change now, not at the next reload.
 
-    A breaker that changed state, or an admitted share that moved by `NOTIFY_STEP` or more;
-    store/health.py sends a snapshot NOTIFY for it, the simulator reloads its replicas.
+    A breaker that changed state, an admitted share that moved by `NOTIFY_STEP` or more, or
+    a capacity that appeared, moved or lapsed; store/health.py sends a snapshot NOTIFY for it,
+    the simulator reloads its replicas.
     """
     return (
         after.breaker.state is not breaker_before
         or abs(after.admission.share - admission_before.share) >= NOTIFY_STEP
+        or after.admission.capacity != admission_before.capacity
     )
 
 

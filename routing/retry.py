@@ -73,6 +73,9 @@ def unhealthy_because(node: ProviderNode, live: NodeHealth) -> str | None:
     """
     if live.breaker_state is BreakerState.HALF_OPEN:
         return "breaker half-open"
+    if live.headroom_spent:
+        # A call over a per-second limit is certain to be refused (routing/headroom.py).
+        return "its rate capacity is spent for this second"
     slo = 100.0 - node.error_rate_slo
     if live.success_rate < slo:
         return f"success rate {live.success_rate:g}% below the SLO {slo:g}%"

@@ -146,6 +146,12 @@ class NodeHealth:
     admitted_share: float = 1.0
     # Outcomes in the node's health window (at most 100, at most 300 s old) behind the figures.
     observations: int = 0
+    # Calls per second the node takes while it refuses for rate limiting, as last seen and
+    # still remembered (routing/admission.py); None when not known.
+    rate_capacity: float | None = None
+    # This API replica sent the node its capacity's worth of calls in the current second
+    # (routing/headroom.py): routed as if its admitted share were 0, and no retry target.
+    headroom_spent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

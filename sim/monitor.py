@@ -58,6 +58,7 @@ class NodeState:
             breaker_reason=self.status.reason,
             admitted_share=self.admission.share,
             observations=self.figures.observations,
+            rate_capacity=self.admission.capacity,
         )
 
     def healthy(self) -> bool:

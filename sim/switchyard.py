@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from routing.decide import decide
+from routing.headroom import Headroom
 from routing.health import Degradation, MonitoringConfig
 from routing.incidents import ProtectionConfig, RetryWindow, protection_refusal
 from routing.recovery import Severity, choose_recovery, plan_recovery, strands_service
@@ -135,6 +136,7 @@ class SwitchyardPolicy:
         self._budget_spent = 0.0
         self._snapshot = self._load()
         self._reloaded_at = 0.0
+        self.headroom = Headroom()  # the replica's per-second counts (routing/headroom.py)
         self._next_sweep = SWEEP_INTERVAL_SECONDS
         self._used_emergency = False
 
@@ -154,7 +156,7 @@ class SwitchyardPolicy:
             cost_per_request_limit=profile.cost_per_request_limit,
             failed_providers=frozenset(call.tried),
         )
-        snapshot = self._decision_snapshot(call)
+        snapshot = self.headroom.view(self._decision_snapshot(call), at(call.t))
         if self._refused(request, snapshot, call):
             return None
         # The ablation has neither protection against stranding: no strand guard, and
@@ -170,6 +172,7 @@ class SwitchyardPolicy:
                 self.refusals[call.request] = OUT_OF_BUDGET
             return None
         self._used_emergency = decision.emergency_applied
+        self.headroom.sent(snapshot, decision.node.node_id, at(call.t))
         return decision.node.node_id
 
     def _refused(self, request: RoutingRequest, snapshot: RoutingSnapshot, call: Call) -> bool:

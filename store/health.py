@@ -45,7 +45,7 @@ _BREAKER_COLUMNS = (
 _FIGURE_COLUMNS = ("health_score", "success_rate", "latency_p50_ms", "latency_p95_ms")
 _WRITTEN = (
     *_FIGURE_COLUMNS, "observations", "failure_probability", *_BREAKER_COLUMNS,
-    "health_notified_at", "admitted_share", "admitted_at",
+    "health_notified_at", "admitted_share", "admitted_at", "rate_capacity", "rate_capacity_at",
 )  # fmt: skip
 # A health drift (not a breaker move) sends at most one snapshot NOTIFY per node this often:
 # a busy node's figures move with every batch, and each NOTIFY costs every API replica a
@@ -205,7 +205,9 @@ def lock_nodes(session: Session, node_ids: Iterable[str] | None = None) -> list[
             breaker=breaker_status(row),
             failure_probability=row.failure_probability,
             notified_at=row.health_notified_at,
-            admission=Admission(row.admitted_share, row.admitted_at),
+            admission=Admission(
+                row.admitted_share, row.admitted_at, row.rate_capacity, row.rate_capacity_at
+            ),
         )
         for row in session.execute(query, params)
     ]
@@ -350,6 +352,8 @@ def _row_values(
         "b_health_notified_at": notified_at,
         "b_admitted_share": assessed.admission.share,
         "b_admitted_at": assessed.admission.at,
+        "b_rate_capacity": assessed.admission.capacity,
+        "b_rate_capacity_at": assessed.admission.capacity_at,
         "b_updated_at": now,
     }
 

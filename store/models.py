@@ -149,6 +149,10 @@ class NodeHealthRow(Base):
     # last moved (routing/admission.py Admission); 1 and NULL for a node that never refused.
     admitted_share: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
     admitted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Calls per second the node took while refusing, and when that was last seen
+    # (Admission.capacity); NULL when not known.
+    rate_capacity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_capacity_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Coordination(Base):

@@ -55,6 +55,7 @@ class NodeSummary:
     breaker_state: str
     failure_probability: float
     admitted_share: float = 1.0
+    rate_capacity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ def _summaries(update: HealthUpdate, new: dict[str, list[Observation]]) -> tuple
                 breaker_state=assessed.breaker.state.value,
                 failure_probability=assessed.prediction.failure_probability,
                 admitted_share=assessed.admission.share,
+                rate_capacity=assessed.admission.capacity,
             )
         )
     return tuple(summaries)

@@ -89,6 +89,7 @@ def load_health(
             breaker_reason=row.breaker_reason,
             admitted_share=row.admitted_share,
             observations=row.observations,
+            rate_capacity=row.rate_capacity,
         )
         for row in session.scalars(select(NodeHealthRow) if query is None else query)
     }

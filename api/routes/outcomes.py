@@ -201,6 +201,7 @@ def _result(ingested: IngestResult) -> dict[str, Any]:
                 breaker_state=n.breaker_state,
                 failure_probability=n.failure_probability,
                 admitted_share=n.admitted_share,
+                rate_capacity=n.rate_capacity,
             )
             for n in ingested.nodes
         ],

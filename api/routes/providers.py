@@ -92,6 +92,7 @@ def _views(
                     latency_p95_ms=health.latency_p95_ms,
                     observations=health.observations,
                     admitted_share=health.admitted_share,
+                    rate_capacity=health.rate_capacity,
                     updated_at=health.updated_at,
                 ),
                 breaker=BreakerView(

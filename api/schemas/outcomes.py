@@ -46,6 +46,8 @@ class OutcomeNode(ResponseModel):
     # Share of first attempts routing offers the node while it refuses for rate limiting
     # (1: all of them); see docs/ROUTING.md, "A rate-limited node's admitted share".
     admitted_share: float = 1.0
+    # Calls per second the node was seen to take while refusing (None: not known).
+    rate_capacity: float | None = None
 
 
 class BreakerTransitionOut(ResponseModel):

@@ -32,6 +32,9 @@ class LiveHealth(ResponseModel):
     # Share of first attempts routing offers the node while it refuses calls for rate
     # limiting (1: all of them; docs/ROUTING.md, "A rate-limited node's admitted share").
     admitted_share: float = 1.0
+    # Calls per second the node was seen to take while refusing (None: not known); each API
+    # replica sends it at most that many per second (docs/ROUTING.md, "Rate capacity").
+    rate_capacity: float | None = None
     updated_at: datetime | None = None
 
 

@@ -334,3 +334,53 @@ def client_route(client: TestClient, headers: dict[str, str], request_id: str) -
     response = client.post(BASE + "/execute-coordination", json=body, headers=headers)
     assert response.status_code == 200, response.text
     return dict(response.json()["data"])
+
+
+def test_refusals_show_the_node_capacity_and_each_second_sends_it_no_more(
+    api_client: TestClient, auth: Callable[..., dict[str, str]], sessions: sessionmaker[Session]
+) -> None:
+    # Second s: the provider took 3 calls and refused 2 for rate limiting (their ends less
+    # their latencies fall in s); second s - 1 is the oldest of the window and does not count.
+    s = int(utcnow().timestamp()) - 5
+
+    def outcome(start: float, latency: float, **extra: Any) -> dict[str, Any]:
+        ended = datetime.fromtimestamp(start + latency / 1000.0, UTC)
+        return {"nodeId": PRIMARY, "latencyMs": latency, "observedAt": ended.isoformat(), **extra}
+
+    refusal = {"success": False, "errorCode": "429"}
+    body = {
+        "outcomes": [
+            *(outcome(s - 1 + 0.2 * i, 120.0, success=True) for i in range(2)),
+            *(outcome(s + 0.1 + 0.2 * i, 120.0, success=True) for i in range(3)),
+            *(outcome(s + 0.8 + 0.05 * i, 25.0, **refusal) for i in range(2)),
+        ]
+    }
+    headers = auth(Role.operator)
+    response = post(api_client, body, headers)
+    assert response.status_code == 202, response.text
+    (node,) = response.json()["data"]["nodes"]
+    assert node["rateCapacity"] == 3.0
+    with sessions() as session:
+        health = session.get(NodeHealthRow, PRIMARY)
+        assert health is not None and health.rate_capacity == 3.0
+        assert health.rate_capacity_at is not None
+    view = api_client.get(f"{BASE}/providers/{PRIMARY}", headers=auth(Role.viewer))
+    assert view.json()["data"]["health"]["rateCapacity"] == 3.0
+    runtime = api_client.app.state.runtime  # type: ignore[attr-defined]
+    assert runtime.snapshot.refresh().health[PRIMARY].rate_capacity == 3.0
+
+    # Requests whose bucket the admitted share (0.8 x 3/5) admits go to the primary, at most
+    # 3 of them in any one second of this API process (routing/headroom.py).
+    per_second: dict[str, list[str]] = {}
+    for number in range(40):
+        decision = client_route(api_client, headers, f"capacity-{number}")
+        second = decision["coordinationId"].split("_")[1]
+        chosen = decision["routingDecision"]["selectedNode"]["nodeId"]
+        per_second.setdefault(second, []).append(chosen)
+        if chosen != PRIMARY:
+            excluded = {
+                e["nodeId"]: e["detail"] for e in decision["routingDecision"]["excludedNodes"]
+            }
+            assert PRIMARY in excluded
+    assert all(chosen.count(PRIMARY) <= 3 for chosen in per_second.values())
+    assert sum(chosen.count(PRIMARY) for chosen in per_second.values()) > 0
