@@ -124,22 +124,28 @@ def near_ties(figures: Sequence[Figures]) -> list[int]:
     standard errors of the difference of the two blends: variance p (1 - p) (w_a + w_b),
     p the pair's mean, w per `_weight` (two catalog-only nodes differ without noise).
     """
-    successes = [f[1] for f in figures]
-    best = max(successes)
-    anchor = _weight(figures[successes.index(best)][4])
-    tied = []
-    for i, success in enumerate(successes):
-        gap = best - success
-        if gap <= NEAR_TIE_POINTS:
-            tied.append(i)
-            continue
-        n = figures[i][4]
-        if n or anchor:
-            spread = anchor + _weight(n)
-            p = (best + success) / 200.0
-            if gap * gap <= _Z_SQUARED * p * (1.0 - p) * spread:
-                tied.append(i)
-    return tied
+    best = max([f[1] for f in figures])
+    floor = best - NEAR_TIE_POINTS
+    anchor = _weight(next(f[4] for f in figures if f[1] == best))
+    if anchor:
+        return [
+            i
+            for i, f in enumerate(figures)
+            if f[1] >= floor or _chance_tie(best, f[1], anchor + _weight(f[4]))
+        ]
+    # One pass, and nothing beyond a comparison for a catalog-only node (the common case).
+    return [
+        i
+        for i, f in enumerate(figures)
+        if f[1] >= floor or (f[4] and _chance_tie(best, f[1], _weight(f[4])))
+    ]
+
+
+def _chance_tie(best: float, success: float, spread: float) -> bool:
+    """Whether the gap is within NEAR_TIE_Z standard errors (`near_ties`)."""
+    gap = best - success
+    p = (best + success) / 200.0
+    return gap * gap <= _Z_SQUARED * p * (1.0 - p) * spread
 
 
 def leveled(nodes: Sequence[ProviderNode], figures: Sequence[Figures]) -> Sequence[Figures]:
