@@ -20,21 +20,40 @@ MAPBOX = "mapbox_primary"
 GOOGLE = "google_maps"
 
 
+@dataclass(frozen=True)
+class Pick:
+    """One attempt Switchyard placed, with Mapbox as the picking snapshot had it."""
+
+    t: float
+    tried: tuple[str, ...]
+    node: str | None
+    breaker: BreakerState
+    reason: str | None
+    share: float
+
+
 @dataclass
 class Watched:
-    """Switchyard, recording its picks with Mapbox's breaker as the picking snapshot had it."""
+    """Switchyard, recording its picks."""
 
     policy: SwitchyardPolicy
-    picks: list[tuple[tuple[str, ...], str | None, BreakerState, str | None]] = field(
-        default_factory=list
-    )
+    picks: list[Pick] = field(default_factory=list)
     refusals: int = 0
     name: str = "switchyard"
 
     def choose(self, call: Call) -> str | None:
         health = self.policy._snapshot.health[MAPBOX]
         node = self.policy.choose(call)
-        self.picks.append((call.tried, node, health.breaker_state, health.breaker_reason))
+        self.picks.append(
+            Pick(
+                call.t,
+                call.tried,
+                node,
+                health.breaker_state,
+                health.breaker_reason,
+                health.admitted_share,
+            )
+        )
         return node
 
     def observe(self, node_id: str, attempt: Attempt, t: float) -> None:
@@ -73,31 +92,19 @@ def run_maps_peak(
 
 def test_the_headroom_keeps_mapbox_at_its_capacity_without_refusals() -> None:
     """routing/headroom.py: the replica sends Mapbox what it takes per second, no more."""
-    scenario = load_scenario("mapbox_rate_limit").truncated(1100.0)
-    world = World(scenario, scenario_catalog(scenario), 1)
-    nodes = world.nodes()
-    policy = POLICIES["switchyard"](world, nodes)
-    assert isinstance(policy, SwitchyardPolicy)
-    watched = Watched(policy)
-    per_second: dict[int, int] = {}
-    original = watched.choose
-
-    def choose(call: Call) -> str | None:
-        node = original(call)
-        if node == MAPBOX:
-            per_second[int(call.t)] = per_second.get(int(call.t), 0) + 1
-        return node
-
-    watched.choose = choose  # type: ignore[method-assign]
-    Engine(world, watched, nodes).run()
+    policy, watched = run_maps_peak()
 
     assert policy.monitor.states[MAPBOX].admission.capacity == 15.0  # the scenario's limit
     # Refusals only in the seconds before the capacity was known (41 over the whole run on
     # this seed with the share alone), so the breaker never backs Mapbox off.
     assert 0 < watched.refusals <= 15
-    assert not any(p[2] is BreakerState.OPEN for p in watched.picks)
+    assert not any(p.breaker is BreakerState.OPEN for p in watched.picks)
     # At the peak (25 requests/s from minute 13) Mapbox takes close to its 15 per second and
     # never more once its capacity is known.
+    per_second: dict[int, int] = {}
+    for p in watched.picks:
+        if p.node == MAPBOX:
+            per_second[int(p.t)] = per_second.get(int(p.t), 0) + 1
     peak = [per_second.get(second, 0) for second in range(800, 1100)]
     assert max(peak) <= 15
     assert sum(peak) / len(peak) > 14.0
@@ -106,9 +113,9 @@ def test_the_headroom_keeps_mapbox_at_its_capacity_without_refusals() -> None:
 def test_a_rate_limit_backs_the_node_off_and_starts_no_recovery() -> None:
     policy, watched = run_maps_peak(replicas=2)
 
-    limited = [p for p in watched.picks if p[2] is BreakerState.OPEN]
+    limited = [p for p in watched.picks if p.breaker is BreakerState.OPEN]
     assert limited, "Mapbox's breaker never opened at the peak"
-    assert {reason for *_, reason in limited} == {BreakerReason.RATE_LIMITED.value}
+    assert {p.reason for p in limited} == {BreakerReason.RATE_LIMITED.value}
     assert policy.monitor.states[MAPBOX].status.trips >= 2  # backed off again, for longer
     # A quota is not an outage: no recovery holds Mapbox out.
     assert not any(MAPBOX in run.failed for run in policy.recoveries.values())
@@ -121,41 +128,24 @@ def test_a_rate_limit_backs_the_node_off_and_starts_no_recovery() -> None:
 def test_first_attempts_leave_a_backed_off_node_alone_and_retries_use_it() -> None:
     _, watched = run_maps_peak(replicas=2)
 
-    while_open = [p for p in watched.picks if p[2] is BreakerState.OPEN]
-    first = [node for tried, node, *_ in while_open if not tried]
-    retries = [node for tried, node, *_ in while_open if tried == (GOOGLE,)]
+    while_open = [p for p in watched.picks if p.breaker is BreakerState.OPEN]
+    first = [p.node for p in while_open if not p.tried]
+    retries = [p.node for p in while_open if p.tried == (GOOGLE,)]
     assert first and MAPBOX not in first
     # One call is what a retry is, and a rate limit refuses volume, not calls.
     assert retries and set(retries) == {MAPBOX}
 
 
 def test_at_the_peak_mapbox_keeps_a_share_under_its_limit() -> None:
-    """The admitted share (routing/admission.py): part of the peak, not all of it nor none."""
-    scenario = load_scenario("mapbox_rate_limit").truncated(1100.0)
-    world = World(scenario, scenario_catalog(scenario), 1)
-    nodes = world.nodes()
-    policy = POLICIES["switchyard"](world, nodes)
-    assert isinstance(policy, SwitchyardPolicy)
-    policy.headroom = Uncounted()  # many replicas: the share is what protects
-    watched = Watched(policy)
-    firsts: list[tuple[float, str | None, float]] = []  # time, node, Mapbox's share
-    original = watched.choose
-
-    def choose(call: Call) -> str | None:
-        share = policy._snapshot.health[MAPBOX].admitted_share
-        node = original(call)
-        if not call.tried:
-            firsts.append((call.t, node, share))
-        return node
-
-    watched.choose = choose  # type: ignore[method-assign]
-    Engine(world, watched, nodes).run()
+    """The admitted share (routing/admission.py), which protects where the headroom cannot:
+    part of the peak, not all of it nor none."""
+    _, watched = run_maps_peak(replicas=2)
 
     # At the peak (25 requests/s from minute 13) Mapbox takes some first attempts, well under
     # its 15 per second, and refuses few calls.
-    peak = [(node, share) for t, node, share in firsts if t >= 780.0]
+    peak = [p for p in watched.picks if not p.tried and p.t >= 780.0]
     seconds = 1100.0 - 780.0
-    to_mapbox = sum(node == MAPBOX for node, _ in peak) / seconds
+    to_mapbox = sum(p.node == MAPBOX for p in peak) / seconds
     assert 3.0 < to_mapbox < 15.0
-    assert min(share for _, share in peak) < 0.7
+    assert min(p.share for p in peak) < 0.7
     assert watched.refusals < 60  # about 120 without the share on this seed
