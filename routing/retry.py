@@ -175,16 +175,8 @@ def _to_standby(
         )
     except NoEligibleNode:
         return None
-    exclusions = tuple(
-        Exclusion(
-            e.node_id,
-            ExclusionReason.STANDBY_FIRST,
-            f"the recovery's redundancy plan sends retries to its standby {standby.node_id} first",
-        )
-        if e.reason is ExclusionReason.FAILED_PROVIDER and e.node_id not in tried
-        else e
-        for e in decision.exclusions
-    )
+    why = f"the recovery's redundancy plan sends retries to its standby {standby.node_id} first"
+    exclusions = _renamed(decision.exclusions, tried, ExclusionReason.STANDBY_FIRST, lambda _: why)
     return replace(decision, exclusions=exclusions)
 
 
@@ -221,12 +213,24 @@ def _explained(
     exclusions: tuple[Exclusion, ...], tried: frozenset[str], unhealthy: dict[str, str]
 ) -> tuple[Exclusion, ...]:
     """Exclusions with the nodes held back only for their health named as such."""
+    return _renamed(
+        exclusions,
+        tried,
+        ExclusionReason.UNHEALTHY_FOR_RETRY,
+        lambda node_id: f"a retry avoids it: {unhealthy[node_id]}",
+    )
+
+
+def _renamed(
+    exclusions: tuple[Exclusion, ...],
+    tried: frozenset[str],
+    reason: ExclusionReason,
+    detail: Callable[[str], str],
+) -> tuple[Exclusion, ...]:
+    """The exclusions with the nodes a retry passed to `decide` as failed providers, though
+    the caller did not try them, given their real ``reason`` and ``detail``."""
     return tuple(
-        Exclusion(
-            e.node_id,
-            ExclusionReason.UNHEALTHY_FOR_RETRY,
-            f"a retry avoids it: {unhealthy[e.node_id]}",
-        )
+        Exclusion(e.node_id, reason, detail(e.node_id))
         if e.reason is ExclusionReason.FAILED_PROVIDER and e.node_id not in tried
         else e
         for e in exclusions
