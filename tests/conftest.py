@@ -10,6 +10,7 @@ import secrets
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import hypothesis
@@ -26,11 +27,12 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from api.auth import Role, issue_token
 from routing.types import RoutingSnapshot
-from store.base import Base
+from store.base import Base, utcnow
 from store.catalog import load_catalog_file
 from store.catalog_revisions import seed_catalog
 from store.crypto import Keyring
 from store.db import make_engine, make_session_factory, migrate, transaction
+from store.models import Emergency
 from switchyard.settings import Environment, Settings
 from temporal_client.codec import encrypted_data_converter
 from worker.setup import ensure_search_attributes
@@ -189,6 +191,27 @@ def api_client(clean_store: Engine, settings: Settings) -> Iterator[TestClient]:
     """The API in-process on a clean store (Temporal per `settings`)."""
     with TestClient(create_app(settings, prepare=False)) as client:
         yield client
+
+
+@pytest.fixture
+def stripe_emergency(api_client: TestClient, sessions: sessionmaker[Session]) -> Emergency:
+    """An active stripe emergency (cap 5000, 30 minutes) in the store and in the API's
+    snapshot, as EmergencyOverrideWorkflow's activation leaves it."""
+    now = utcnow()
+    row = Emergency(
+        workflow_id="emergency:stripe",
+        coordination_id="emergency_1_abc",
+        service="stripe",
+        emergency_reason="outage",
+        business_justification="revenue",
+        max_budget_override=5000.0,
+        started_at=now,
+        deadline=now + timedelta(minutes=30),
+    )
+    with transaction(sessions) as session:
+        session.add(row)
+    api_client.app.state.runtime.snapshot.refresh()  # type: ignore[attr-defined]
+    return row
 
 
 @pytest_asyncio.fixture(scope="session")

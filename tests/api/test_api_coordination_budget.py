@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from test_api_coordination_seed import SEED_REQUEST, URL
 
 import api.decision_writer
 from api.auth import Role
-from store.base import utcnow
 from store.db import transaction
 from store.decisions import Booking, DecisionCharge, Refusal, RefusalKind
 from store.models import BudgetSpend, Coordination, Emergency, Event, ProviderService
@@ -194,28 +192,12 @@ def test_concurrent_requests_never_overspend(
 def test_a_charge_refused_twice_is_503_not_500(
     api_client: TestClient,
     auth: Auth,
-    sessions: sessionmaker[Session],
+    stripe_emergency: Emergency,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The snapshot shows an active emergency with headroom, but the store refuses every charge
     # (the emergency just ended and the budget is spent by another replica): after the retry
     # the answer must be a 503 envelope, not an internal error.
-    now = utcnow()
-    with transaction(sessions) as session:
-        session.add(
-            Emergency(
-                workflow_id="emergency:stripe",
-                coordination_id="emergency_1_abc",
-                service="stripe",
-                emergency_reason="outage",
-                business_justification="revenue",
-                max_budget_override=5000.0,
-                started_at=now,
-                deadline=now + timedelta(minutes=30),
-            )
-        )
-    api_client.app.state.runtime.snapshot.refresh()  # type: ignore[attr-defined]
-
     def refuse(_: Any, charges: list[DecisionCharge]) -> Booking:
         detail = "daily budget of 5000 for 'stripe' is spent"
         return Booking([Refusal(RefusalKind.budget, detail, 5000.0) for _ in charges], 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,7 +17,6 @@ from test_api_coordination_seed import SEED_REQUEST, URL
 import api.coordinator
 import api.decision_writer
 from api.auth import Role
-from store.base import utcnow
 from store.db import transaction
 from store.decisions import Booking, DecisionCharge, Refusal, RefusalKind, book_decisions
 from store.models import Coordination, Emergency, NodeHealthRow
@@ -237,24 +236,8 @@ def test_emergency_override_required_without_one_is_a_409(
 
 
 def test_emergency_override_required_is_decided_under_the_emergency(
-    api_client: TestClient, auth: Auth, sessions: sessionmaker[Session]
+    api_client: TestClient, auth: Auth, stripe_emergency: Emergency
 ) -> None:
-    now = utcnow()
-    with transaction(sessions) as session:
-        session.add(
-            Emergency(
-                workflow_id="emergency:stripe",
-                coordination_id="emergency_1_abc",
-                service="stripe",
-                emergency_reason="outage",
-                business_justification="revenue",
-                max_budget_override=5000.0,
-                started_at=now,
-                deadline=now + timedelta(minutes=30),
-            )
-        )
-    api_client.app.state.runtime.snapshot.refresh()  # type: ignore[attr-defined]
-
     body = emergency_required(True)
     # No caller limits: the premium node costs 0.15, and the emergency's cap is the bound.
     body["routingContext"]["budgetConstraints"] = {}
@@ -274,10 +257,12 @@ def test_emergency_override_required_is_decided_under_the_emergency(
 def test_emergency_that_ends_meanwhile_refuses_a_request_that_requires_it(
     api_client: TestClient,
     auth: Auth,
-    sessions: sessionmaker[Session],
+    stripe_emergency: Emergency,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    test_emergency_override_required_is_decided_under_the_emergency(api_client, auth, sessions)
+    test_emergency_override_required_is_decided_under_the_emergency(
+        api_client, auth, stripe_emergency
+    )
     real = book_decisions
 
     def ended(session: Session, charges: list[DecisionCharge]) -> Booking:

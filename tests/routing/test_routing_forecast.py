@@ -118,16 +118,20 @@ def test_every_strategy_weighs_the_forecast(
     assert not [e for e in predictive.exclusions if e.reason is ExclusionReason.PREDICTED_FAILURE]
 
 
+# Health-based routing that asks for the forecast, on the two nodes a (95) and b (90).
+HEALTH_WITH_FORECAST = RoutingRequest(
+    service="svc",
+    operation="op",
+    preferred_strategy=Strategy.HEALTH_BASED,
+    require_predictive_analytics=True,
+)
+
+
 def test_a_forecast_that_keeps_the_choice_confirms_it() -> None:
     snapshot = with_forecasts(
         snapshot_of(node("a", health=95.0), node("b", health=90.0)), b=PREDICTED_FAILURE_EXCLUSION
     )
-    request = RoutingRequest(
-        service="svc",
-        operation="op",
-        preferred_strategy=Strategy.HEALTH_BASED,
-        require_predictive_analytics=True,
-    )
+    request = HEALTH_WITH_FORECAST
 
     decision = decide(request, snapshot, NOW)
 
@@ -152,12 +156,7 @@ def test_when_every_node_is_likely_to_fail_none_is_screened() -> None:
     snapshot = with_forecasts(
         snapshot_of(node("a", health=95.0), node("b", health=90.0)), a=0.9, b=0.7
     )
-    request = RoutingRequest(
-        service="svc",
-        operation="op",
-        preferred_strategy=Strategy.HEALTH_BASED,
-        require_predictive_analytics=True,
-    )
+    request = HEALTH_WITH_FORECAST
 
     decision = decide(request, snapshot, NOW)
 
